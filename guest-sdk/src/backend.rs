@@ -1,0 +1,43 @@
+//! Backends: RapidSMS's `BackendBase`, delivering outgoing messages.
+
+use crate::host::Message;
+use crate::settings::Settings;
+
+/// Why a send failed, for all or some identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// What went wrong, for the host's log.
+    pub message: String,
+    /// The identities that were not sent; empty means all of them.
+    pub failed_identities: Vec<String>,
+}
+
+impl SendError {
+    /// Every identity failed.
+    pub fn all(message: impl Into<String>) -> Self {
+        SendError { message: message.into(), failed_identities: Vec::new() }
+    }
+
+    /// Only `failed_identities` failed; the others were sent.
+    pub fn some(message: impl Into<String>, failed_identities: Vec<String>) -> Self {
+        SendError { message: message.into(), failed_identities }
+    }
+}
+
+/// A RapidSMS backend. Export it with [`backend!`](crate::backend).
+///
+/// Created with `Default::default()`, then [`configure`](Backend::configure)d
+/// once per fresh instance.
+pub trait Backend: Default {
+    /// Read settings from the host's configuration. An error refuses the
+    /// configuration.
+    fn configure(&mut self, settings: &Settings) -> Result<(), String> {
+        let _ = settings;
+        Ok(())
+    }
+
+    /// Send `message` to `identities`, all of them on this backend.
+    /// `context` is the message's `extra_backend_context()`
+    /// (`in_response_to`, `external_id`).
+    fn send(&self, message: &Message, identities: &[String], context: &[(String, String)]) -> Result<(), SendError>;
+}
