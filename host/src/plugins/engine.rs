@@ -1,0 +1,110 @@
+//! The shared wasmtime `Engine` and `Linker`, and component compilation.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::state::PluginState;
+use super::{PluginError, bindings};
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The process's wasmtime engine, its linker and a cache of compiled
+/// components. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    compiled: Mutex<HashMap<u64, Component>>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// A new engine with epoch interruption, its ticker thread and a linker
+    /// holding the host functions and a deny-all WASI.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::imports::Imports::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(PluginEngine { inner: Arc::new(EngineInner { engine, linker, compiled: Mutex::new(HashMap::new()) }) })
+    }
+
+    /// One engine shared by everything in this process that does not bring
+    /// its own (compiled components are shared too).
+    pub fn shared() -> anyhow::Result<Self> {
+        static SHARED: std::sync::OnceLock<PluginEngine> = std::sync::OnceLock::new();
+        if let Some(engine) = SHARED.get() {
+            return Ok(engine.clone());
+        }
+        let engine = PluginEngine::new()?;
+        Ok(SHARED.get_or_init(|| engine).clone())
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(super) fn linker(&self) -> &Linker<PluginState> {
+        &self.inner.linker
+    }
+
+    /// Compile `bytes`, or reuse the component compiled from identical bytes.
+    pub(super) fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let key = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            hasher.finish()
+        };
+        if let Some(component) = self.cached(key) {
+            return Ok(component);
+        }
+        let component = Component::from_binary(&self.inner.engine, bytes)
+            .map_err(|e| PluginError::Compile { plugin: plugin.to_owned(), reason: format!("{e:#}") })?;
+        if let Ok(mut cache) = self.inner.compiled.lock() {
+            cache.insert(key, component.clone());
+        }
+        Ok(component)
+    }
+
+    fn cached(&self, key: u64) -> Option<Component> {
+        self.inner.compiled.lock().ok().and_then(|cache| cache.get(&key).cloned())
+    }
+}
+
+/// Advance the engine's epoch every [`EPOCH_TICK`] until the engine is gone.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("rapidwasm-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::error!(%err, "cannot start the epoch ticker: plugin calls will have no deadline");
+    }
+}

@@ -1,0 +1,70 @@
+//! Instances of one plugin: creation with limits, deadlines, and a small
+//! pool of idle instances. An instance that failed is never put back.
+
+use std::sync::{Arc, Mutex};
+
+use wasmtime::{Store, Trap};
+
+use super::engine::{EPOCH_TICK, PluginEngine};
+use super::state::PluginState;
+use super::{HostContext, Limits};
+
+/// Idle instances kept per plugin; more may run at once, the rest are dropped.
+const MAX_IDLE: usize = 8;
+
+/// A live instance: its store and its exports.
+pub(super) struct Instance<B> {
+    pub store: Store<PluginState>,
+    pub bindings: B,
+}
+
+/// Idle instances of one plugin.
+pub(super) struct Pool<B> {
+    idle: Mutex<Vec<Instance<B>>>,
+}
+
+impl<B> Pool<B> {
+    pub fn new() -> Self {
+        Pool { idle: Mutex::new(Vec::new()) }
+    }
+
+    /// An idle instance, if there is one.
+    pub fn take(&self) -> Option<Instance<B>> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    /// Keep a healthy instance for the next call.
+    pub fn give_back(&self, instance: Instance<B>) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(instance);
+        }
+    }
+}
+
+/// A fresh store for plugin `name`, with its memory limiter installed.
+pub(super) fn new_store(engine: &PluginEngine, name: &Arc<str>, host: &HostContext, limits: Limits) -> Store<PluginState> {
+    let mut store = Store::new(engine.engine(), PluginState::new(name.clone(), host.clone(), limits.memory_bytes));
+    store.limiter(|state| &mut state.limits);
+    store
+}
+
+/// Set the deadline of the next call into `store`.
+pub(super) fn arm(store: &mut Store<PluginState>, limits: Limits) {
+    let ticks = limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+    // One tick more: the current tick may be about to end.
+    store.set_epoch_deadline(ticks.max(1) + 1);
+}
+
+/// A one-line account of why a call failed.
+pub(super) fn describe(err: &wasmtime::Error, limits: Limits) -> String {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return format!("timed out after {} ms", limits.call_timeout.as_millis());
+    }
+    let text = format!("{err:#}").replace('\n', " ");
+    match text.char_indices().nth(1000) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}

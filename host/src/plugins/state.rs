@@ -1,0 +1,258 @@
+//! The data of each plugin instance's store, and the host functions plugins
+//! import (`router`, `incoming`, `log`, `storage`).
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::HostContext;
+use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
+use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
+use crate::messages::{MessageClass, ReplyTarget, ResponseContext, RespondOptions};
+use crate::router::RouterError;
+use crate::store::StoreError;
+
+use types::HostError;
+
+/// Largest value a plugin may store under one key.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most entries one `storage.scan` returns.
+pub const MAX_SCAN: u32 = 1000;
+/// Longest log line kept from a plugin; longer ones are cut.
+pub const MAX_LOG_BYTES: usize = 4096;
+
+/// The incoming message a phase call is processing, and what the app asked
+/// the host to do with it.
+#[derive(Debug, Default)]
+pub(super) struct Frame {
+    /// Who responses go to by default.
+    pub reply_to: ReplyTarget,
+    /// Responses queued during the call.
+    pub responses: Vec<ResponseContext>,
+    /// Fields set during the call.
+    pub fields: Vec<(String, String)>,
+}
+
+/// What each plugin store holds.
+pub struct PluginState {
+    plugin: Arc<str>,
+    host: HostContext,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    /// How deeply the current call is nested in routing.
+    pub(super) depth: u32,
+    /// The incoming message of the current phase call, if any.
+    pub(super) frame: Option<Frame>,
+}
+
+impl PluginState {
+    pub(super) fn new(plugin: Arc<str>, host: HostContext, memory_bytes: usize) -> Self {
+        PluginState {
+            plugin,
+            host,
+            // Deny-all: no preopens, no environment, no arguments, stdin
+            // closed, stdout/stderr discarded, no sockets.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).tables(64).build(),
+            depth: 0,
+            frame: None,
+        }
+    }
+
+    fn queue(&mut self, text: String, options: incoming::RespondOptions, class: MessageClass) -> Result<(), HostError> {
+        let frame = self.frame.as_mut().ok_or(HostError::NoCurrentMessage)?;
+        let connections = match options.connections {
+            Some(list) => Some(list.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        let options = RespondOptions {
+            connections,
+            in_response_to: options.in_response_to,
+            fields: fields_from_wit(options.fields),
+        };
+        frame.responses.push(frame.reply_to.response(text, options, class));
+        Ok(())
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+fn router_error(err: RouterError) -> HostError {
+    match err {
+        RouterError::Invalid { what, reason } => HostError::InvalidArgument(format!("{what}: {reason}")),
+        RouterError::TooDeep(limit) => HostError::TooDeep(limit),
+        RouterError::Store(StoreError::Invalid { what, reason }) => {
+            HostError::InvalidArgument(format!("{what} {reason}"))
+        }
+        RouterError::Store(other) => HostError::Storage(other.to_string()),
+        RouterError::Gone => HostError::Storage("the router has shut down".into()),
+    }
+}
+
+fn store_error(err: StoreError) -> HostError {
+    match err {
+        StoreError::Invalid { what, reason } => HostError::InvalidArgument(format!("{what} {reason}")),
+        other => HostError::Storage(other.to_string()),
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl router::Host for PluginState {
+    async fn receive(
+        &mut self,
+        text: String,
+        connection: types::Connection,
+        fields: types::Fields,
+    ) -> wasmtime::Result<Result<String, HostError>> {
+        let connection = match from_wit_connection(connection) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let router = match self.host.router.router() {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(router_error(e))),
+        };
+        let result = router.receive_at_depth(text, connection, fields_from_wit(fields), self.depth + 1).await;
+        Ok(result.map(|msg| msg.base.id).map_err(router_error))
+    }
+
+    async fn send(
+        &mut self,
+        text: String,
+        connections: Vec<types::Connection>,
+        fields: types::Fields,
+    ) -> wasmtime::Result<Result<String, HostError>> {
+        let connections = match connections.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let router = match self.host.router.router() {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(router_error(e))),
+        };
+        let result = router.send_at_depth(text, connections, fields_from_wit(fields), self.depth + 1).await;
+        Ok(result.map(|msg| msg.base.id).map_err(router_error))
+    }
+
+    fn lookup_connections(
+        &mut self,
+        backend: String,
+        identities: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<types::Connection>, HostError>> {
+        let found = self.host.store.lookup_connections(&backend, &identities).map_err(store_error);
+        Ok(found.map(|records| records.into_iter().map(|r| to_wit_connection(&r.connection)).collect()))
+    }
+
+    fn contact_of(&mut self, connection: types::Connection) -> wasmtime::Result<Result<Option<types::Contact>, HostError>> {
+        let connection = match from_wit_connection(connection) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let store = &self.host.store;
+        let found = store.connection(&connection).and_then(|record| match record.and_then(|r| r.contact_id) {
+            Some(id) => store.contact(&id),
+            None => Ok(None),
+        });
+        Ok(found.map(|c| c.as_ref().map(to_wit_contact)).map_err(store_error))
+    }
+}
+
+impl incoming::Host for PluginState {
+    fn respond(&mut self, text: String, options: incoming::RespondOptions) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self.queue(text, options, MessageClass::Outgoing))
+    }
+
+    fn error(&mut self, text: String, options: incoming::RespondOptions) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self.queue(text, options, MessageClass::Error))
+    }
+
+    fn set_field(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), HostError>> {
+        let Some(frame) = self.frame.as_mut() else {
+            return Ok(Err(HostError::NoCurrentMessage));
+        };
+        frame.fields.push((key, value));
+        Ok(Ok(()))
+    }
+}
+
+impl log::Host for PluginState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let message = cut(&message, MAX_LOG_BYTES);
+        let plugin = &*self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl storage::Host for PluginState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
+        Ok(self.host.store.plugin_get(&self.plugin, &key).map_err(store_error))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Ok(Err(HostError::InvalidArgument(format!(
+                "value of {} bytes is larger than the limit of {MAX_VALUE_BYTES}",
+                value.len()
+            ))));
+        }
+        Ok(self.host.store.plugin_set(&self.plugin, &key, &value).map_err(store_error))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self.host.store.plugin_delete(&self.plugin, &key).map_err(store_error))
+    }
+
+    fn scan(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>, HostError>> {
+        let limit = limit.min(MAX_SCAN) as usize;
+        Ok(self
+            .host
+            .store
+            .plugin_scan(&self.plugin, &prefix, start_after.as_deref(), limit)
+            .map_err(store_error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_respects_char_boundaries() {
+        assert_eq!(cut("héllo", 2), "h");
+        assert_eq!(cut("hello", 10), "hello");
+        assert_eq!(cut("hello", 3), "hel");
+    }
+}

@@ -1,0 +1,64 @@
+//! The incoming phases (RapidSMS's `process_incoming`).
+
+use super::{Phase, PhaseResult, Router, RouterError, RouterEvent};
+use crate::messages::IncomingMessage;
+
+impl Router {
+    /// Run every incoming phase on `msg`, then send its responses.
+    pub(super) async fn receive_incoming(&self, mut msg: IncomingMessage, depth: u32) -> Result<IncomingMessage, RouterError> {
+        self.emit(RouterEvent::Received {
+            message_id: msg.id.clone(),
+            connection: msg.connections[0].clone(),
+            text: msg.text.clone(),
+        });
+        self.process_phases(&mut msg, depth).await;
+        for response in msg.responses.clone() {
+            let sent = self.send_outgoing(response.to_outgoing(), depth).await;
+            msg.sent.push(sent);
+        }
+        Ok(msg)
+    }
+
+    async fn process_phases(&self, msg: &mut IncomingMessage, depth: u32) {
+        for phase in Phase::INCOMING {
+            if phase == Phase::Default && msg.handled {
+                continue;
+            }
+            for app in &self.inner.apps {
+                if !app.phases().contains(phase) {
+                    continue;
+                }
+                let result = match app.incoming(phase, msg, depth).await {
+                    Ok(outcome) => {
+                        msg.responses.extend(outcome.responses);
+                        msg.fields.extend(outcome.fields);
+                        PhaseResult::Returned(outcome.returned)
+                    }
+                    Err(failure) => PhaseResult::Failed(failure.0),
+                };
+                let returned_true = result == PhaseResult::Returned(true);
+                self.emit(RouterEvent::Phase {
+                    message_id: msg.id.clone(),
+                    app: app.name().to_owned(),
+                    phase,
+                    result,
+                });
+                if !returned_true {
+                    continue;
+                }
+                match phase {
+                    Phase::Filter => {
+                        self.emit(RouterEvent::Filtered { message_id: msg.id.clone(), app: app.name().to_owned() });
+                        return;
+                    }
+                    Phase::Handle => {
+                        msg.handled = true;
+                        break;
+                    }
+                    Phase::Default => break,
+                    _ => {}
+                }
+            }
+        }
+    }
+}

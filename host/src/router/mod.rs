@@ -1,0 +1,375 @@
+//! The router: RapidSMS's `BlockingRouter`.
+//!
+//! An incoming message passes the phases `filter`, `parse`, `handle`,
+//! `default` and `cleanup`, each over the apps in configured order:
+//!
+//! - `filter` returning true drops the message: nothing else runs, but
+//!   responses already queued are still sent.
+//! - `handle` returning true marks the message handled, skips the remaining
+//!   apps' `handle` and the whole `default` phase.
+//! - `default` returning true skips the remaining apps' `default`.
+//! - `cleanup` runs for every message that was not filtered. (RapidSMS's code
+//!   skips it after a handled message although its documentation says
+//!   otherwise; we follow the documentation.)
+//!
+//! Then the queued responses are sent in the order they were queued, each
+//! through the outgoing phase on its own: apps' `outgoing` in **reverse**
+//! order, any returning false cancels that send. A message to several
+//! connections is split per backend, and each backend is called once with all
+//! of its identities.
+//!
+//! A failure inside an app (a trap, a timeout) never escapes the router: it
+//! is logged with the app's name and phase and the app counts as having
+//! returned nothing for that phase.
+//!
+//! The router sees apps and backends only through the [`App`] and
+//! [`Backend`] traits; [`plugins`](crate::plugins) implements them with
+//! WebAssembly components.
+
+mod events;
+mod incoming;
+mod outgoing;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
+
+pub use self::events::{Observer, PhaseResult, RouterEvent};
+use crate::messages::{Connection, Contact, Fields, IncomingMessage, OutgoingMessage, ResponseContext};
+use crate::store::{Store, StoreError};
+
+/// A boxed future, as the [`App`] and [`Backend`] traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A phase of RapidSMS's router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// May drop the message.
+    Filter,
+    /// Annotates the message.
+    Parse,
+    /// Handles the message.
+    Handle,
+    /// Runs when nobody handled the message.
+    Default,
+    /// Runs for every message that was not filtered.
+    Cleanup,
+    /// Runs for every outgoing message; may cancel it.
+    Outgoing,
+}
+
+impl Phase {
+    /// The incoming phases, in order.
+    pub const INCOMING: [Phase; 5] = [Phase::Filter, Phase::Parse, Phase::Handle, Phase::Default, Phase::Cleanup];
+
+    /// The phase's name, as in RapidSMS.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Filter => "filter",
+            Phase::Parse => "parse",
+            Phase::Handle => "handle",
+            Phase::Default => "default",
+            Phase::Cleanup => "cleanup",
+            Phase::Outgoing => "outgoing",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of phases: those an app takes part in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PhaseSet(u8);
+
+impl PhaseSet {
+    /// Every phase.
+    pub const ALL: PhaseSet = PhaseSet(0b11_1111);
+
+    /// The set with these phases.
+    pub fn of(phases: &[Phase]) -> Self {
+        PhaseSet(phases.iter().fold(0, |acc, p| acc | p.bit()))
+    }
+
+    /// Whether `phase` is in the set.
+    pub fn contains(self, phase: Phase) -> bool {
+        self.0 & phase.bit() != 0
+    }
+}
+
+/// What an app's incoming phase produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhaseOutcome {
+    /// The phase's return value (always false for `parse` and `cleanup`).
+    pub returned: bool,
+    /// Responses the app queued, in order.
+    pub responses: Vec<ResponseContext>,
+    /// Fields the app set on the message, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A failure inside a plugin: a trap, a timeout, a broken instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PluginFailure(pub String);
+
+/// An app (RapidSMS's `AppBase`), as the router sees it.
+pub trait App: Send + Sync {
+    /// The app's configured name.
+    fn name(&self) -> &str;
+    /// The phases the app takes part in; the router calls no others.
+    fn phases(&self) -> PhaseSet;
+    /// Run incoming `phase` on `msg`. `depth` counts how deeply routing is
+    /// nested inside plugins' calls to the router.
+    fn incoming<'a>(
+        &'a self,
+        phase: Phase,
+        msg: &'a IncomingMessage,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<PhaseOutcome, PluginFailure>>;
+    /// Run the outgoing phase on `msg`: false cancels the send.
+    fn outgoing<'a>(&'a self, msg: &'a OutgoingMessage, depth: u32) -> BoxFuture<'a, Result<bool, PluginFailure>>;
+}
+
+/// A backend's report that a send failed (RapidSMS's `MessageSendingError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// What went wrong.
+    pub message: String,
+    /// The identities that failed; empty means all of them.
+    pub failed_identities: Vec<String>,
+}
+
+/// A backend (RapidSMS's `BackendBase`), as the router sees it.
+pub trait Backend: Send + Sync {
+    /// The backend's configured name.
+    fn name(&self) -> &str;
+    /// Send `msg` to `identities`, all on this backend; `context` is
+    /// `msg.extra_backend_context()`.
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutgoingMessage,
+        identities: &'a [String],
+        context: &'a Fields,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+}
+
+/// Why the router refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The request itself is invalid.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which part of the request.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Plugins routed messages from inside routing too deeply.
+    #[error("messages routed from plugins are nested deeper than {0} levels")]
+    TooDeep(u32),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The router has been shut down.
+    #[error("the router has shut down")]
+    Gone,
+}
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// How deeply plugins may nest `receive`/`send` calls (a loop guard).
+    pub max_depth: u32,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions { max_depth: 8 }
+    }
+}
+
+struct RouterInner {
+    apps: Vec<Arc<dyn App>>,
+    backends: HashMap<String, Arc<dyn Backend>>,
+    store: Arc<dyn Store>,
+    observers: Vec<Arc<dyn Observer>>,
+    options: RouterOptions,
+}
+
+/// The router. Cheap to clone; clones share one router.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("apps", &self.inner.apps.iter().map(|a| a.name()).collect::<Vec<_>>())
+            .field("backends", &self.inner.backends.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A late-bound handle to a router, for plugins that call back into it.
+///
+/// Plugins are loaded before the router that owns them exists; they get a
+/// `RouterLink`, and [`Router::new`] connects it. The link holds the router
+/// weakly, so plugins do not keep their own router alive.
+#[derive(Clone, Default)]
+pub struct RouterLink {
+    slot: Arc<OnceLock<Weak<RouterInner>>>,
+}
+
+impl RouterLink {
+    /// An unconnected link.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The router, if connected and still alive.
+    pub fn router(&self) -> Result<Router, RouterError> {
+        let inner = self.slot.get().and_then(Weak::upgrade).ok_or(RouterError::Gone)?;
+        Ok(Router { inner })
+    }
+}
+
+impl Router {
+    /// A router over `apps` (in phase order) and `backends`, connecting
+    /// `link` so plugins holding it can call back.
+    pub fn new(
+        apps: Vec<Arc<dyn App>>,
+        backends: Vec<Arc<dyn Backend>>,
+        store: Arc<dyn Store>,
+        observers: Vec<Arc<dyn Observer>>,
+        options: RouterOptions,
+        link: &RouterLink,
+    ) -> Self {
+        let backends = backends.into_iter().map(|b| (b.name().to_owned(), b)).collect();
+        let inner = Arc::new(RouterInner { apps, backends, store, observers, options });
+        // A link connects to the first router only; later routers built with
+        // the same link are reachable through their own handle.
+        let _ = link.slot.set(Arc::downgrade(&inner));
+        Router { inner }
+    }
+
+    /// The configured apps' names, in order.
+    pub fn app_names(&self) -> Vec<&str> {
+        self.inner.apps.iter().map(|a| a.name()).collect()
+    }
+
+    /// The configured backends' names.
+    pub fn backend_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.inner.backends.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The store behind the router.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// `rapidsms.router.receive`: route `text` from `connection` through
+    /// every app and send the responses. Returns the processed message.
+    pub async fn receive(
+        &self,
+        text: impl Into<String>,
+        connection: Connection,
+        fields: Fields,
+    ) -> Result<IncomingMessage, RouterError> {
+        self.receive_at_depth(text.into(), connection, fields, 0).await
+    }
+
+    /// [`receive`](Self::receive) called from inside routing, `depth` levels deep.
+    pub async fn receive_at_depth(
+        &self,
+        text: String,
+        connection: Connection,
+        fields: Fields,
+        depth: u32,
+    ) -> Result<IncomingMessage, RouterError> {
+        self.check_depth(depth)?;
+        self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
+        let mut msg = IncomingMessage::new(text, connection);
+        msg.fields = fields;
+        self.receive_incoming(msg, depth).await
+    }
+
+    /// `rapidsms.router.send`: send `text` to `connections`. Returns the
+    /// message after the outgoing phase and the backends have run.
+    pub async fn send(
+        &self,
+        text: impl Into<String>,
+        connections: Vec<Connection>,
+        fields: Fields,
+    ) -> Result<OutgoingMessage, RouterError> {
+        self.send_at_depth(text.into(), connections, fields, 0).await
+    }
+
+    /// [`send`](Self::send) called from inside routing, `depth` levels deep.
+    pub async fn send_at_depth(
+        &self,
+        text: String,
+        connections: Vec<Connection>,
+        fields: Fields,
+        depth: u32,
+    ) -> Result<OutgoingMessage, RouterError> {
+        self.check_depth(depth)?;
+        let mut msg = OutgoingMessage::new(text, connections);
+        msg.fields = fields;
+        Ok(self.send_outgoing(msg, depth).await)
+    }
+
+    /// `rapidsms.router.lookup_connections`: the connections for
+    /// `identities` on `backend`, in order, created where missing.
+    pub fn lookup_connections(&self, backend: &str, identities: &[String]) -> Result<Vec<Connection>, RouterError> {
+        let records = self.inner.store.lookup_connections(backend, identities)?;
+        Ok(records.into_iter().map(|r| r.connection).collect())
+    }
+
+    /// The contact linked to `connection`, if any.
+    pub fn contact_of(&self, connection: &Connection) -> Result<Option<Contact>, RouterError> {
+        let Some(record) = self.inner.store.connection(connection)? else {
+            return Ok(None);
+        };
+        match record.contact_id {
+            Some(id) => Ok(self.inner.store.contact(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    fn check_depth(&self, depth: u32) -> Result<(), RouterError> {
+        if depth > self.inner.options.max_depth {
+            return Err(RouterError::TooDeep(self.inner.options.max_depth));
+        }
+        Ok(())
+    }
+
+    fn emit(&self, event: RouterEvent) {
+        events::log(&event);
+        for observer in &self.inner.observers {
+            observer.event(&event);
+        }
+    }
+}
+
+impl OutgoingMessage {
+    /// Send this message through `router` (RapidSMS's
+    /// `OutgoingMessage.send()`: a new message with the same text and
+    /// connections).
+    pub async fn send(&self, router: &Router) -> Result<OutgoingMessage, RouterError> {
+        router.send(self.text.clone(), self.connections.clone(), Fields::new()).await
+    }
+}

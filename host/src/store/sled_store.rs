@@ -1,0 +1,285 @@
+//! [`Store`] on sled: one tree per kind of record, JSON values.
+
+use std::path::Path;
+
+use super::{BackendRecord, ConnectionRecord, Store, StoreError, check_name, now_ms};
+use crate::messages::{Connection, Contact, generate_id};
+
+/// A [`Store`] in a sled database directory.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    backends: sled::Tree,
+    connections: sled::Tree,
+    contacts: sled::Tree,
+    plugin_data: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn engine(err: sled::Error) -> StoreError {
+    StoreError::Engine(err.to_string())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Engine(format!("cannot encode a record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// `a NUL b`: NUL cannot occur in names, so keys of different pairs never
+/// collide and every key of `a` shares the prefix `a NUL`.
+fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + b.len() + 1);
+    key.extend_from_slice(a.as_bytes());
+    key.push(0);
+    key.extend_from_slice(b.as_bytes());
+    key
+}
+
+impl SledStore {
+    /// Open (or create) the database in directory `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open().map_err(|err| match err {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                StoreError::Locked { path: path.display().to_string() }
+            }
+            other => StoreError::Engine(format!("cannot open {}: {other}", path.display())),
+        })?;
+        let tree = |name: &str| db.open_tree(name).map_err(engine);
+        Ok(SledStore {
+            backends: tree("backends")?,
+            connections: tree("connections")?,
+            contacts: tree("contacts")?,
+            plugin_data: tree("plugin-data")?,
+            db,
+        })
+    }
+
+    /// Insert `value` under `key` unless the key exists; either way return
+    /// what is stored now.
+    fn get_or_insert<T>(&self, tree: &sled::Tree, key: &[u8], value: T) -> Result<T, StoreError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        if let Some(existing) = tree.get(key).map_err(engine)? {
+            return decode(key, &existing);
+        }
+        let bytes = encode(&value)?;
+        match tree.compare_and_swap(key, None as Option<&[u8]>, Some(bytes)).map_err(engine)? {
+            Ok(()) => Ok(value),
+            Err(race) => match race.current {
+                Some(current) => decode(key, &current),
+                None => Err(StoreError::Engine("a record vanished while it was being created".into())),
+            },
+        }
+    }
+
+    fn get_or_create_connection(&self, connection: &Connection, now: u64) -> Result<ConnectionRecord, StoreError> {
+        let record = ConnectionRecord { connection: connection.clone(), contact_id: None, created_on: now, modified_on: now };
+        self.get_or_insert(&self.connections, &pair_key(&connection.backend, &connection.identity), record)
+    }
+}
+
+impl Store for SledStore {
+    fn ensure_backend(&self, name: &str) -> Result<BackendRecord, StoreError> {
+        check_name("backend name", name)?;
+        let record = BackendRecord { name: name.to_owned(), created_on: now_ms() };
+        self.get_or_insert(&self.backends, name.as_bytes(), record)
+    }
+
+    fn backends(&self) -> Result<Vec<BackendRecord>, StoreError> {
+        self.backends
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(engine)?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    fn lookup_connections(&self, backend: &str, identities: &[String]) -> Result<Vec<ConnectionRecord>, StoreError> {
+        check_name("backend name", backend)?;
+        for identity in identities {
+            check_name("identity", identity)?;
+        }
+        self.ensure_backend(backend)?;
+        let now = now_ms();
+        identities
+            .iter()
+            .map(|identity| self.get_or_create_connection(&Connection::new(backend, identity.as_str()), now))
+            .collect()
+    }
+
+    fn connection(&self, connection: &Connection) -> Result<Option<ConnectionRecord>, StoreError> {
+        let key = pair_key(&connection.backend, &connection.identity);
+        match self.connections.get(&key).map_err(engine)? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn create_contact(&self, name: &str, language: &str) -> Result<Contact, StoreError> {
+        if language.chars().count() > 6 {
+            return Err(StoreError::Invalid {
+                what: "language",
+                reason: format!("{language:?} is longer than 6 characters"),
+            });
+        }
+        let contact = Contact { id: generate_id(), name: name.to_owned(), language: language.to_owned() };
+        self.contacts.insert(contact.id.as_bytes(), encode(&contact)?).map_err(engine)?;
+        Ok(contact)
+    }
+
+    fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        match self.contacts.get(id.as_bytes()).map_err(engine)? {
+            Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn link_contact(&self, connection: &Connection, contact_id: Option<&str>) -> Result<ConnectionRecord, StoreError> {
+        if let Some(id) = contact_id
+            && self.contact(id)?.is_none()
+        {
+            return Err(StoreError::NotFound { what: "contact", id: id.to_owned() });
+        }
+        let mut record = self
+            .lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?
+            .remove(0);
+        record.contact_id = contact_id.map(str::to_owned);
+        record.modified_on = now_ms();
+        self.connections
+            .insert(pair_key(&connection.backend, &connection.identity), encode(&record)?)
+            .map_err(engine)?;
+        Ok(record)
+    }
+
+    fn plugin_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_name("plugin key", key)?;
+        Ok(self.plugin_data.get(pair_key(plugin, key)).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn plugin_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_name("plugin key", key)?;
+        self.plugin_data.insert(pair_key(plugin, key), value).map_err(engine)?;
+        Ok(())
+    }
+
+    fn plugin_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+        check_name("plugin key", key)?;
+        self.plugin_data.remove(pair_key(plugin, key)).map_err(engine)?;
+        Ok(())
+    }
+
+    fn plugin_scan(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let namespace_len = plugin.len() + 1;
+        let full_prefix = pair_key(plugin, prefix);
+        let start = match start_after {
+            // The smallest key after `start_after`: itself followed by NUL.
+            Some(after) => {
+                let mut k = pair_key(plugin, after);
+                k.push(0);
+                k.max(full_prefix.clone())
+            }
+            None => full_prefix.clone(),
+        };
+        let mut entries = Vec::new();
+        for item in self.plugin_data.range(start..) {
+            if entries.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(engine)?;
+            if !key.starts_with(&full_prefix) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key[namespace_len..]).into_owned();
+            entries.push((name, value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(engine)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path()).expect("open store");
+        (dir, store)
+    }
+
+    #[test]
+    fn lookup_creates_then_finds_in_order_with_duplicates() {
+        let (_dir, store) = store();
+        let ids = vec!["2".to_owned(), "1".to_owned(), "2".to_owned()];
+        let first = store.lookup_connections("sms", &ids).expect("lookup");
+        let got: Vec<_> = first.iter().map(|r| r.connection.identity.as_str()).collect();
+        assert_eq!(got, ["2", "1", "2"]);
+        assert_eq!(first[0], first[2], "one record per (backend, identity)");
+        let again = store.lookup_connections("sms", &ids).expect("lookup");
+        assert_eq!(first, again);
+        assert_eq!(store.backends().expect("backends").len(), 1);
+    }
+
+    #[test]
+    fn contacts_link_to_connections() {
+        let (_dir, store) = store();
+        let conn = Connection::new("sms", "555");
+        let ann = store.create_contact("Ann", "fr").expect("contact");
+        let linked = store.link_contact(&conn, Some(&ann.id)).expect("link");
+        assert_eq!(linked.contact_id.as_deref(), Some(ann.id.as_str()));
+        assert_eq!(store.contact(&ann.id).expect("get"), Some(ann));
+        assert!(matches!(store.link_contact(&conn, Some("nope")), Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.create_contact("B", "toolong7"), Err(StoreError::Invalid { .. })));
+    }
+
+    #[test]
+    fn plugin_data_is_namespaced_and_scanned_in_order() {
+        let (_dir, store) = store();
+        for key in ["log/2", "log/1", "log/3", "other"] {
+            store.plugin_set("a", key, key.as_bytes()).expect("set");
+        }
+        store.plugin_set("ab", "log/0", b"x").expect("set");
+        let keys = |after| -> Vec<String> {
+            store.plugin_scan("a", "log/", after, 10).expect("scan").into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(None), ["log/1", "log/2", "log/3"]);
+        assert_eq!(keys(Some("log/1")), ["log/2", "log/3"]);
+        assert_eq!(store.plugin_scan("a", "", None, 2).expect("scan").len(), 2);
+        assert_eq!(store.plugin_get("ab", "log/1").expect("get"), None);
+        store.plugin_delete("a", "other").expect("delete");
+        assert_eq!(store.plugin_get("a", "other").expect("get"), None);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let (_dir, store) = store();
+        assert!(store.lookup_connections("", &["1".into()]).is_err());
+        assert!(store.lookup_connections("sms", &["a\0b".into()]).is_err());
+        assert!(store.lookup_connections("sms", &["x".repeat(MAX_NAME_LEN + 1)]).is_err());
+    }
+
+    use super::super::MAX_NAME_LEN;
+}
