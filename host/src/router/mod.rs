@@ -82,7 +82,15 @@ impl Phase {
 
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
+    }
+}
+
+impl Phase {
+    /// Whether the phase's return value means something (parse and cleanup
+    /// return nothing).
+    pub fn returns_value(self) -> bool {
+        !matches!(self, Phase::Parse | Phase::Cleanup)
     }
 }
 

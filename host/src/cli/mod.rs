@@ -1,0 +1,234 @@
+//! The command-line interface, at the edge of the library: parses
+//! arguments, starts a [`Host`] and prints what the router did.
+
+mod print;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rapidwasm::Host;
+use rapidwasm::config::Config;
+use rapidwasm::messages::{Connection, Fields};
+use rapidwasm::router::Observer;
+
+/// RapidSMS's messaging core as a WebAssembly plugin host.
+#[derive(Debug, Parser)]
+#[command(name = "rapidwasm", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without one, the built-in configuration:
+    /// the example plugins, the console backend, a store in ./rapidwasm-data.
+    #[arg(long, short, global = true, env = "RAPIDWASM_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the host and keep it running until interrupted.
+    Serve {
+        /// Address to listen on, overriding the configuration's `listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Route one incoming message and print what happened.
+    Receive {
+        /// The backend the message arrives on.
+        #[arg(long, default_value = "console")]
+        backend: String,
+        /// Who sent it.
+        #[arg(long)]
+        identity: String,
+        /// A field of the message, KEY=VALUE (repeatable).
+        #[arg(long = "field", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+        /// The message's text.
+        text: String,
+    },
+    /// Send one message and print what happened.
+    Send {
+        /// The backend to send through.
+        #[arg(long, default_value = "console")]
+        backend: String,
+        /// A recipient (repeatable).
+        #[arg(long = "to", required = true)]
+        to: Vec<String>,
+        /// A field of the message, KEY=VALUE (repeatable).
+        #[arg(long = "field", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+        /// The message's text.
+        text: String,
+    },
+    /// Act as a phone: each line you type is received from IDENTITY, and the
+    /// replies are printed.
+    Chat {
+        /// The backend the phone is on.
+        #[arg(long, default_value = "console")]
+        backend: String,
+        /// The phone's identity.
+        #[arg(long)]
+        identity: String,
+    },
+    /// Validate the configuration and load every plugin, then exit.
+    Check,
+    /// Print a plugin's stored data (for example the message log).
+    PluginData {
+        /// The plugin's configured name.
+        plugin: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn parse_field(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// Run the command line; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,rapidwasm=info",
+        1 => "info,rapidwasm=debug",
+        _ => "debug,rapidwasm=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin()?,
+    })
+}
+
+async fn start(config: Config, observers: Vec<Arc<dyn Observer>>) -> anyhow::Result<Host> {
+    let data_dir = config.data_dir.display().to_string();
+    Host::start(config, observers).await.with_context(|| format!("cannot start the host (data directory {data_dir})"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_ref())?;
+    match cli.command {
+        Command::Serve { listen } => serve(config, listen).await,
+        Command::Receive { backend, identity, fields, text } => {
+            let host = start(config, vec![Arc::new(print::Printer::stdout())]).await?;
+            let fields: Fields = fields.into_iter().collect();
+            host.router().receive(text, Connection::new(backend, identity), fields).await?;
+            host.shutdown()?;
+            Ok(())
+        }
+        Command::Send { backend, to, fields, text } => {
+            let host = start(config, vec![Arc::new(print::Printer::stdout())]).await?;
+            let connections = host.router().lookup_connections(&backend, &to)?;
+            host.router().send(text, connections, fields.into_iter().collect()).await?;
+            host.shutdown()?;
+            Ok(())
+        }
+        Command::Chat { backend, identity } => chat(config, backend, identity).await,
+        Command::Check => {
+            let host = start(config, Vec::new()).await?;
+            let router = host.router();
+            println!("configuration OK");
+            println!("apps (in order): {}", router.app_names().join(", "));
+            println!("backends: {}", router.backend_names().join(", "));
+            println!("data directory: {}", host.config().data_dir.display());
+            host.shutdown()?;
+            Ok(())
+        }
+        Command::PluginData { plugin, prefix, limit } => {
+            let host = start(config, Vec::new()).await?;
+            for (key, value) in host.store().plugin_scan(&plugin, &prefix, None, limit)? {
+                println!("{key}\t{}", String::from_utf8_lossy(&value));
+            }
+            host.shutdown()?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let host = start(config, vec![Arc::new(print::Printer::log())]).await?;
+    let router = host.router();
+    tracing::info!(
+        apps = %router.app_names().join(","),
+        backends = %router.backend_names().join(","),
+        data_dir = %host.config().data_dir.display(),
+        "rapidwasm is running; press Ctrl-C to stop"
+    );
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    tracing::info!("stopping");
+    host.shutdown()?;
+    Ok(())
+}
+
+async fn chat(config: Config, backend: String, identity: String) -> anyhow::Result<()> {
+    let host = start(config, Vec::new()).await?;
+    if !host.router().backend_names().contains(&backend.as_str()) {
+        bail!("no backend {backend:?} is configured");
+    }
+    println!("You are {identity} on {backend}. Type a message and press Enter; Ctrl-D ends.");
+    let me = Connection::new(backend, identity);
+    let stdin = std::io::stdin();
+    loop {
+        print!("> ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            continue;
+        }
+        let msg = host.router().receive(text, me.clone(), Fields::new()).await?;
+        let replies: Vec<_> = msg.sent.iter().filter(|out| out.processed && out.connections.contains(&me)).collect();
+        if replies.is_empty() {
+            println!("(no reply)");
+        }
+        for reply in replies {
+            println!("< {}", reply.text);
+        }
+    }
+    host.shutdown()?;
+    Ok(())
+}

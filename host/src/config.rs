@@ -1,0 +1,392 @@
+//! Configuration: a TOML file, validated before anything starts.
+//!
+//! ```toml
+//! data_dir = "rapidwasm-data"          # sled store; relative to this file
+//! listen = "127.0.0.1:8080"            # the HTTP server of `rapidwasm serve`
+//! project_name = "RapidSMS"            # fills %(project_name)s
+//! default_response = "Sorry, %(project_name)s could not understand your message."
+//!
+//! [limits]
+//! call_timeout_ms = 1000               # longest one plugin call may run
+//! memory_mib = 64                      # most memory one plugin instance may use
+//! max_depth = 8                        # nesting of receive/send called by plugins
+//!
+//! [[apps]]                             # in phase order, like INSTALLED_APPS
+//! name = "echo"
+//! plugin = "builtin:echo"              # or a path to a .wasm component
+//!
+//! [backends.console]                   # like INSTALLED_BACKENDS
+//! plugin = "builtin:console"
+//! settings = { fail_identities = "" }  # handed to the plugin's `configure`
+//! ```
+//!
+//! Every error names the file, the key and the problem.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::messages::Fields;
+use crate::plugins::Limits;
+
+/// The configuration used when none is given: the example plugins, the
+/// console backend and a store in `./rapidwasm-data`.
+pub const DEFAULT_CONFIG: &str = r#"# rapidwasm's built-in configuration.
+data_dir = "rapidwasm-data"
+listen = "127.0.0.1:8080"
+project_name = "RapidSMS"
+default_response = "Sorry, %(project_name)s could not understand your message."
+
+[[apps]]
+name = "messagelog"
+plugin = "builtin:messagelog"
+
+[[apps]]
+name = "echo"
+plugin = "builtin:echo"
+
+[[apps]]
+name = "ping"
+plugin = "builtin:ping"
+
+[[apps]]
+name = "default"
+plugin = "builtin:default"
+
+[backends.console]
+plugin = "builtin:console"
+"#;
+
+/// The text RapidSMS's default app sends when nothing handled a message.
+pub const DEFAULT_RESPONSE: &str = "Sorry, %(project_name)s could not understand your message.";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from; `None` for the built-in configuration.
+    pub source: Option<PathBuf>,
+    /// The sled store's directory.
+    pub data_dir: PathBuf,
+    /// Where `rapidwasm serve` listens.
+    pub listen: SocketAddr,
+    /// Fills `%(project_name)s` in the default response.
+    pub project_name: String,
+    /// What the default app answers; empty sends nothing.
+    pub default_response: String,
+    /// Limits of every plugin call.
+    pub limits: Limits,
+    /// How deeply plugins may nest `receive`/`send`.
+    pub max_depth: u32,
+    /// Apps, in phase order.
+    pub apps: Vec<PluginConfig>,
+    /// Backends, by name.
+    pub backends: Vec<PluginConfig>,
+}
+
+/// One configured app or backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// Its name: the app's name in logs and events, the backend's name in
+    /// connections; also its storage namespace.
+    pub name: String,
+    /// Where its component comes from.
+    pub source: PluginSource,
+    /// Settings for its `configure` (keys lower-cased, tables flattened).
+    pub settings: Fields,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// One of the plugins built into the binary (`builtin:NAME`).
+    Builtin(String),
+    /// A `.wasm` component file.
+    File(PathBuf),
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has keys of the wrong type or name.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is not acceptable.
+    #[error("{file}: `{key}`: {problem}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The key, as a path (`apps[1].plugin`).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    project_name: Option<String>,
+    default_response: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    backends: BTreeMap<String, RawBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    call_timeout_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    max_depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+    plugin: String,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    plugin: String,
+    #[serde(default)]
+    settings: toml::Table,
+}
+
+/// The names of the plugins built into the binary.
+pub fn builtin_names() -> Vec<&'static str> {
+    rapidwasm_builtin_plugins::ALL.iter().map(|(name, _)| *name).collect()
+}
+
+impl Config {
+    /// Read and validate the configuration file at `path`. Relative paths
+    /// inside it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::parse(&text, &file, &base, Some(path.to_path_buf()))
+    }
+
+    /// The built-in configuration, relative to the current directory.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Self::parse(DEFAULT_CONFIG, "<built-in configuration>", Path::new("."), None)
+    }
+
+    /// Validate TOML `text`; `file` names it in errors, `base` anchors
+    /// relative paths.
+    pub fn parse(text: &str, file: &str, base: &Path, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_owned(), message: e.to_string() })?;
+        let invalid = |key: &str, problem: String| ConfigError::Invalid { file: file.to_owned(), key: key.to_owned(), problem };
+
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{listen:?} is not an IP address and port: {e}")))?;
+
+        let call_timeout_ms = raw.limits.call_timeout_ms.unwrap_or(1000);
+        if !(1..=60_000).contains(&call_timeout_ms) {
+            return Err(invalid("limits.call_timeout_ms", format!("{call_timeout_ms} is outside 1..=60000")));
+        }
+        let memory_mib = raw.limits.memory_mib.unwrap_or(64);
+        if !(1..=4096).contains(&memory_mib) {
+            return Err(invalid("limits.memory_mib", format!("{memory_mib} is outside 1..=4096")));
+        }
+        let max_depth = raw.limits.max_depth.unwrap_or(8);
+        if !(1..=64).contains(&max_depth) {
+            return Err(invalid("limits.max_depth", format!("{max_depth} is outside 1..=64")));
+        }
+
+        let project_name = raw.project_name.unwrap_or_else(|| "RapidSMS".to_owned());
+        let default_response = raw.default_response.unwrap_or_else(|| DEFAULT_RESPONSE.to_owned());
+
+        let mut names = HashSet::new();
+        let mut apps = Vec::new();
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let key = |field: &str| format!("apps[{i}].{field}");
+            check_plugin_name(&app.name).map_err(|p| invalid(&key("name"), p))?;
+            if !names.insert(app.name.clone()) {
+                return Err(invalid(&key("name"), format!("the name {:?} is used twice", app.name)));
+            }
+            let source = plugin_source(&app.plugin, base).map_err(|p| invalid(&key("plugin"), p))?;
+            let mut settings = flatten_settings(&app.settings);
+            settings.entry("project_name".to_owned()).or_insert_with(|| project_name.clone());
+            settings.entry("default_response".to_owned()).or_insert_with(|| default_response.clone());
+            apps.push(PluginConfig { name: app.name, source, settings });
+        }
+
+        let mut backends = Vec::new();
+        for (name, backend) in raw.backends {
+            let key = |field: &str| format!("backends.{name}.{field}");
+            check_plugin_name(&name).map_err(|p| invalid(&format!("backends.{name}"), p))?;
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    &format!("backends.{name}"),
+                    format!("the name {name:?} is already used by an app; names must be unique"),
+                ));
+            }
+            let source = plugin_source(&backend.plugin, base).map_err(|p| invalid(&key("plugin"), p))?;
+            backends.push(PluginConfig { name, source, settings: flatten_settings(&backend.settings) });
+        }
+
+        Ok(Config {
+            source,
+            data_dir: base.join(raw.data_dir.unwrap_or_else(|| PathBuf::from("rapidwasm-data"))),
+            listen,
+            project_name,
+            default_response,
+            limits: Limits {
+                call_timeout: Duration::from_millis(call_timeout_ms),
+                memory_bytes: (memory_mib as usize) << 20,
+            },
+            max_depth,
+            apps,
+            backends,
+        })
+    }
+}
+
+/// Names: 1–64 ASCII letters, digits, `-` or `_` (they appear in URLs,
+/// logs and storage keys).
+fn check_plugin_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name: use 1 to 64 ASCII letters, digits, `-` or `_`"))
+    }
+}
+
+fn plugin_source(spec: &str, base: &Path) -> Result<PluginSource, String> {
+    if let Some(name) = spec.strip_prefix("builtin:") {
+        return if rapidwasm_builtin_plugins::get(name).is_some() {
+            Ok(PluginSource::Builtin(name.to_owned()))
+        } else {
+            Err(format!("no built-in plugin {name:?}; the built-in plugins are {}", builtin_names().join(", ")))
+        };
+    }
+    if spec.is_empty() {
+        return Err("must name a .wasm file or builtin:NAME".to_owned());
+    }
+    let path = base.join(spec);
+    if !path.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    Ok(PluginSource::File(path))
+}
+
+/// Settings as flat string pairs: keys lower-cased (as RapidSMS does for
+/// backend settings), nested tables joined with dots, other values as TOML.
+fn flatten_settings(table: &toml::Table) -> Fields {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Fields) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() { key.to_lowercase() } else { format!("{prefix}.{}", key.to_lowercase()) };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, out),
+                toml::Value::String(s) => {
+                    out.insert(key, s.clone());
+                }
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let mut out = Fields::new();
+    walk("", table, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("."), None)
+    }
+
+    #[test]
+    fn builtin_configuration_is_valid() {
+        let config = Config::builtin().expect("valid");
+        let apps: Vec<_> = config.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(apps, ["messagelog", "echo", "ping", "default"]);
+        assert_eq!(config.backends[0].name, "console");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn settings_are_flattened_and_lowercased() {
+        let config = parse(
+            "[backends.k]\nplugin = \"builtin:console\"\n[backends.k.settings]\nCharset = \"utf-8\"\ncoding = 2\n\
+             sendsms_params = { username = \"u\", smsc = \"x\" }\n",
+        )
+        .expect("valid");
+        let s = &config.backends[0].settings;
+        assert_eq!(s["charset"], "utf-8");
+        assert_eq!(s["coding"], "2");
+        assert_eq!(s["sendsms_params.username"], "u");
+    }
+
+    #[test]
+    fn apps_get_project_name_and_default_response() {
+        let config = parse("project_name = \"Clinic\"\n[[apps]]\nname = \"d\"\nplugin = \"builtin:default\"\n").expect("valid");
+        assert_eq!(config.apps[0].settings["project_name"], "Clinic");
+        assert_eq!(config.apps[0].settings["default_response"], DEFAULT_RESPONSE);
+    }
+
+    fn error_text(text: &str) -> String {
+        parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = error_text("[[apps]]\nname = \"a\"\nplugin = \"builtin:nope\"\n");
+        assert!(e.starts_with("test.toml: `apps[0].plugin`: no built-in plugin \"nope\""), "{e}");
+        let e = error_text("[[apps]]\nname = \"a b\"\nplugin = \"builtin:echo\"\n");
+        assert!(e.contains("`apps[0].name`") && e.contains("not a valid name"), "{e}");
+        let e = error_text("[[apps]]\nname = \"a\"\nplugin = \"missing.wasm\"\n");
+        assert!(e.contains("`apps[0].plugin`") && e.contains("missing.wasm is not a file"), "{e}");
+        let e = error_text("[limits]\ncall_timeout_ms = 0\n");
+        assert!(e.contains("`limits.call_timeout_ms`: 0 is outside"), "{e}");
+        let e = error_text("listen = \"nowhere\"\n");
+        assert!(e.contains("`listen`"), "{e}");
+        let e = error_text("[[apps]]\nname = \"x\"\nplugin = \"builtin:echo\"\n[backends.x]\nplugin = \"builtin:console\"\n");
+        assert!(e.contains("`backends.x`") && e.contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_refused_with_position() {
+        let e = error_text("data_dri = \"x\"\n");
+        assert!(e.starts_with("test.toml: ") && e.contains("data_dri"), "{e}");
+        let e = error_text("apps = [\n");
+        assert!(e.contains("line"), "{e}");
+    }
+}
