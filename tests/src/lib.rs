@@ -1,0 +1,138 @@
+//! Helpers for rapidwasm's integration tests: a host on a temporary sled
+//! store, loaded with real components, whose router events are recorded.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rapidwasm::Host;
+use rapidwasm::config::Config;
+use rapidwasm::messages::{Connection, Fields, IncomingMessage};
+use rapidwasm::router::{Observer, PhaseResult, RouterEvent};
+
+/// Records every router event.
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<RouterEvent>>,
+}
+
+impl Observer for Recorder {
+    fn event(&self, event: &RouterEvent) {
+        self.events.lock().expect("recorder lock").push(event.clone());
+    }
+}
+
+impl Recorder {
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<RouterEvent> {
+        self.events.lock().expect("recorder lock").clone()
+    }
+
+    /// Forget what was recorded.
+    pub fn clear(&self) {
+        self.events.lock().expect("recorder lock").clear();
+    }
+
+    /// `app.phase` for each phase call on message `id`, in order (failed
+    /// calls are suffixed with `!`).
+    pub fn phases_of(&self, id: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Phase { message_id, app, phase, result } if message_id == id => {
+                    let mark = if matches!(result, PhaseResult::Failed(_)) { "!" } else { "" };
+                    Some(format!("{app}.{phase}{mark}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `Sent` event as (backend, identities, text, failed).
+    pub fn sends(&self) -> Vec<(String, Vec<String>, String, Vec<String>)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Sent { backend, identities, text, failed, .. } => Some((backend, identities, text, failed)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A host on a temporary data directory.
+pub struct TestHost {
+    /// The host.
+    pub host: Host,
+    /// Its recorded events.
+    pub recorder: Arc<Recorder>,
+    /// The data directory (kept alive with the host).
+    pub dir: Arc<tempfile::TempDir>,
+    /// The configuration text it was started from.
+    pub toml: String,
+}
+
+/// The TOML of a host on `data_dir` with `body` (apps, backends, ...).
+pub fn config_text(data_dir: &Path, body: &str) -> String {
+    format!("data_dir = {:?}\n{body}", data_dir.display().to_string())
+}
+
+impl TestHost {
+    /// Start a host from configuration `body` on a fresh data directory.
+    pub async fn start(body: &str) -> anyhow::Result<TestHost> {
+        let dir = Arc::new(tempfile::tempdir()?);
+        Self::start_in(dir, body).await
+    }
+
+    /// Start a host from `body` on an existing data directory.
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, body: &str) -> anyhow::Result<TestHost> {
+        let toml = config_text(dir.path(), body);
+        let config = Config::parse(&toml, "test.toml", dir.path(), None)?;
+        let recorder = Arc::new(Recorder::default());
+        let host = Host::start(config, vec![recorder.clone() as Arc<dyn Observer>]).await?;
+        Ok(TestHost { host, recorder, dir, toml })
+    }
+
+    /// Receive `text` from `identity` on backend `console`.
+    pub async fn receive(&self, identity: &str, text: &str) -> IncomingMessage {
+        self.host
+            .router()
+            .receive(text, Connection::new("console", identity), Fields::new())
+            .await
+            .expect("receive")
+    }
+
+    /// The texts the console backend `backend` recorded, as (identity, text),
+    /// in the order it was asked to send them.
+    pub fn outbox(&self, backend: &str) -> Vec<(String, String)> {
+        self.host
+            .store()
+            .plugin_scan(backend, "outbox/", None, 10_000)
+            .expect("scan outbox")
+            .into_iter()
+            .map(|(_, line)| {
+                let line = String::from_utf8(line).expect("utf-8 outbox");
+                let mut parts = line.splitn(3, '\t');
+                let _id = parts.next();
+                let identity = parts.next().unwrap_or_default().to_owned();
+                let text = parts.next().unwrap_or_default().to_owned();
+                (identity, text)
+            })
+            .collect()
+    }
+
+    /// Stop the host, keeping its data directory for a restart.
+    pub fn stop(self) -> Arc<tempfile::TempDir> {
+        self.host.shutdown().expect("flush store");
+        self.dir
+    }
+}
+
+/// A console backend called `name` with `settings` (TOML inline table body).
+pub fn console(name: &str, settings: &str) -> String {
+    format!("[backends.{name}]\nplugin = \"builtin:console\"\nsettings = {{ {settings} }}\n")
+}
+
+/// An app `name` from built-in plugin `plugin` with `settings`.
+pub fn app(name: &str, plugin: &str, settings: &str) -> String {
+    format!("[[apps]]\nname = \"{name}\"\nplugin = \"builtin:{plugin}\"\nsettings = {{ {settings} }}\n")
+}

@@ -50,7 +50,10 @@ impl SledStore {
     /// Open (or create) the database in directory `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open().map_err(|err| match err {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+            // sled wraps the failed `flock` in an error of its own kind.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
+            {
                 StoreError::Locked { path: path.display().to_string() }
             }
             other => StoreError::Engine(format!("cannot open {}: {other}", path.display())),

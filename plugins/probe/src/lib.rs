@@ -6,19 +6,24 @@
 //! - `filter`, `handle`, `default`, `outgoing`: the phase's return value
 //!   (`true`/`false`; defaults false, false, false, true).
 //! - `respond`: `phase:text` pairs separated by `|`; in that phase the app
-//!   responds with the text (`{text}` is replaced by the message's text).
+//!   responds with the text (`{text}` is replaced by the message's text,
+//!   `{fields}` by its fields as `k=v` pairs joined with `,`).
 //! - `error`: the same, queuing `ErrorMessage`s.
 //! - `respond_to`: `backend:identity` pairs separated by `,`: responses go to
 //!   these connections instead of the sender.
 //! - `set_field`: `key=value`, set in the parse phase.
 //! - `send`: `backend:identity` pairs; in the handle phase the app calls the
 //!   router's `send` with text `sent:{text}`.
+//! - `receive_from`: `backend:identity`; in the handle phase the app calls
+//!   the router's `receive` with the same text from that connection (which
+//!   loops until the host's nesting limit stops it), logging the outcome
+//!   under the storage key `receive-result/<message id>`.
 //! - `trap_text`: a message with exactly this text makes the app trap (panic)
 //!   in the phase named by `trap_in` (default `handle`).
 //! - `loop_text`: a message with exactly this text makes the app spin forever
 //!   in its handle phase.
 
-use rapidwasm_guest::{App, Connection, IncomingMessage, OutgoingMessage, Respond, Settings, log, send};
+use rapidwasm_guest::{App, Connection, IncomingMessage, OutgoingMessage, Respond, Settings, log, receive, send, storage};
 
 /// The probe app.
 #[derive(Default)]
@@ -32,6 +37,7 @@ pub struct Probe {
     respond_to: Option<Vec<Connection>>,
     set_field: Option<(String, String)>,
     send_to: Vec<Connection>,
+    receive_from: Option<Connection>,
     trap_text: Option<String>,
     trap_in: String,
     loop_text: Option<String>,
@@ -61,6 +67,12 @@ fn phase_texts(list: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// `template` with `{text}` and `{fields}` filled in from `msg`.
+fn fill(template: &str, msg: &IncomingMessage) -> String {
+    let fields: Vec<String> = msg.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    template.replace("{text}", &msg.text).replace("{fields}", &fields.join(","))
+}
+
 impl Probe {
     /// Everything the probe does on entering an incoming phase.
     fn enter(&self, phase: &str, msg: &IncomingMessage) {
@@ -70,7 +82,7 @@ impl Probe {
         let options = || Respond { connections: self.respond_to.clone(), ..Respond::default() };
         for (p, text) in &self.respond {
             if p == phase {
-                let text = text.replace("{text}", &msg.text);
+                let text = fill(text, msg);
                 if let Err(err) = msg.respond_with(&text, options()) {
                     log::error(&format!("respond failed: {err:?}"));
                 }
@@ -78,7 +90,7 @@ impl Probe {
         }
         for (p, text) in &self.error {
             if p == phase {
-                let text = text.replace("{text}", &msg.text);
+                let text = fill(text, msg);
                 if let Err(err) = msg.error_with(&text, options()) {
                     log::error(&format!("error failed: {err:?}"));
                 }
@@ -106,6 +118,7 @@ rapidwasm_guest::app! {
                 None => None,
             };
             self.send_to = connections(settings.get_or("send", ""))?;
+            self.receive_from = connections(settings.get_or("receive_from", ""))?.into_iter().next();
             self.trap_text = settings.get("trap_text").map(str::to_owned);
             self.trap_in = settings.get_or("trap_in", "handle").to_owned();
             self.loop_text = settings.get("loop_text").map(str::to_owned);
@@ -138,6 +151,15 @@ rapidwasm_guest::app! {
                 && let Err(err) = send(&format!("sent:{}", msg.text), &self.send_to, &[])
             {
                 log::error(&format!("send failed: {err:?}"));
+            }
+            if let Some(from) = &self.receive_from {
+                let outcome = match receive(&msg.text, from, &[]) {
+                    Ok(id) => format!("ok:{id}"),
+                    Err(err) => format!("err:{err:?}"),
+                };
+                if let Err(err) = storage::set(&format!("receive-result/{}", msg.id), outcome.as_bytes()) {
+                    log::error(&format!("storage failed: {err:?}"));
+                }
             }
             self.handle
         }

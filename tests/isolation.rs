@@ -1,0 +1,93 @@
+//! A failing app never takes the router or other apps down.
+
+use rapidwasm::router::{PhaseResult, RouterEvent};
+use rapidwasm_tests::{TestHost, app, console};
+
+const DEFAULT_TEXT: &str = "Sorry, RapidSMS could not understand your message.";
+
+fn failure_of(t: &TestHost, message_id: &str, app_name: &str) -> Option<String> {
+    t.recorder.events().into_iter().find_map(|e| match e {
+        RouterEvent::Phase { message_id: m, app, result: PhaseResult::Failed(why), .. }
+            if m == message_id && app == app_name =>
+        {
+            Some(why)
+        }
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_traps_in_handle_is_skipped_and_works_again_next_time() {
+    let body = format!(
+        "{}{}{}{}",
+        app("trapper", "probe", r#"trap_text = "boom", respond = "handle:trapper saw {text}""#),
+        app("echo", "echo", ""),
+        app("default", "default", ""),
+        console("console", "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+
+    let msg = t.receive("9", "boom").await;
+    let why = failure_of(&t, &msg.id, "trapper").expect("the trap is reported");
+    assert!(why.contains("probe trapped in handle") || why.contains("unreachable"), "{why}");
+    assert!(t.recorder.phases_of(&msg.id).contains(&"trapper.handle!".to_owned()));
+    let texts: Vec<_> = msg.sent.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, [DEFAULT_TEXT], "the message still gets the default response");
+
+    // The next message gets a fresh instance of the trapping app.
+    let msg = t.receive("9", "calm").await;
+    assert_eq!(failure_of(&t, &msg.id, "trapper"), None);
+    let texts: Vec<_> = msg.sent.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["trapper saw calm", DEFAULT_TEXT]);
+
+    // Other apps were never disturbed.
+    let msg = t.receive("9", "echo still here").await;
+    assert_eq!(msg.sent.last().map(|m| m.text.as_str()), Some("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_loops_is_stopped_by_its_deadline() {
+    let body = format!(
+        "[limits]\ncall_timeout_ms = 100\n{}{}{}",
+        app("looper", "probe", r#"loop_text = "spin""#),
+        app("default", "default", ""),
+        console("console", "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let msg = t.receive("9", "spin").await;
+    let why = failure_of(&t, &msg.id, "looper").expect("the timeout is reported");
+    assert_eq!(why, "timed out after 100 ms");
+    assert_eq!(msg.sent.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), [DEFAULT_TEXT]);
+    let msg = t.receive("9", "fine").await;
+    assert_eq!(failure_of(&t, &msg.id, "looper"), None, "a fresh instance serves the next message");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_in_outgoing_is_logged_and_the_message_still_sent() {
+    let body = format!(
+        "{}{}",
+        app("A1", "probe", r#"respond = "handle:bad", trap_in = "outgoing", trap_text = "bad""#),
+        console("console", "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let msg = t.receive("9", "x").await;
+    let out = &msg.sent[0];
+    assert!(failure_of(&t, &out.id, "A1").is_some());
+    assert_eq!(t.outbox("console"), [("9".to_owned(), "bad".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_messages_are_all_routed() {
+    let body = format!("{}{}", app("echo", "echo", ""), console("console", ""));
+    let t = std::sync::Arc::new(TestHost::start(&body).await.expect("start"));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move { t.receive(&format!("p{i}"), &format!("echo n{i}")).await }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let msg = task.await.expect("task");
+        assert_eq!(msg.sent[0].text, format!("n{i}"));
+    }
+    assert_eq!(t.outbox("console").len(), 50);
+}
