@@ -54,11 +54,7 @@ async fn unhandled_messages_get_the_default_response_as_an_error_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_response_and_project_name_are_configurable_or_off() {
-    let body = format!(
-        "project_name = \"Clinic\"\n{}{}",
-        app("default", "default", ""),
-        console("console", "")
-    );
+    let body = format!("project_name = \"Clinic\"\n{}{}", app("default", "default", ""), console("console", ""));
     let t = TestHost::start(&body).await.expect("start");
     assert_eq!(replies(&t, "??").await, ["Sorry, Clinic could not understand your message."]);
 

@@ -16,8 +16,16 @@ async fn every_phase_runs_for_every_app_in_order() {
     assert_eq!(
         t.recorder.phases_of(&msg.id),
         [
-            "A1.filter", "A2.filter", "A1.parse", "A2.parse", "A1.handle", "A2.handle", "A1.default",
-            "A2.default", "A1.cleanup", "A2.cleanup"
+            "A1.filter",
+            "A2.filter",
+            "A1.parse",
+            "A2.parse",
+            "A1.handle",
+            "A2.handle",
+            "A1.default",
+            "A2.default",
+            "A1.cleanup",
+            "A2.cleanup"
         ]
     );
     assert!(!msg.handled);
@@ -54,12 +62,10 @@ async fn default_true_skips_later_defaults_and_cleanup_still_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_are_sent_after_all_phases_in_the_order_queued() {
-    let t = TestHost::start(&two_probes(
-        r#"respond = "filter:one|cleanup:four""#,
-        r#"respond = "parse:two|handle:three""#,
-    ))
-    .await
-    .expect("start");
+    let t =
+        TestHost::start(&two_probes(r#"respond = "filter:one|cleanup:four""#, r#"respond = "parse:two|handle:three""#))
+            .await
+            .expect("start");
     let msg = t.receive("7", "x").await;
     let texts: Vec<_> = msg.sent.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["one", "two", "three", "four"]);

@@ -104,9 +104,7 @@ fn with_regex<R>(source: String, f: impl FnOnce(&Regex) -> R) -> Result<R, Handl
     COMPILED.with(|cache| {
         let mut cache = cache.borrow_mut();
         if !cache.contains_key(&source) {
-            let regex = RegexBuilder::new(&source)
-                .build()
-                .map_err(|e| HandlerError::InvalidRegex(e.to_string()))?;
+            let regex = RegexBuilder::new(&source).build().map_err(|e| HandlerError::InvalidRegex(e.to_string()))?;
             cache.insert(source.clone(), regex);
         }
         Ok(f(&cache[&source]))
@@ -135,10 +133,7 @@ pub fn pattern_match<'t>(pattern: &str, text: &'t str) -> Result<Option<Vec<Opti
         return Err(HandlerError::MissingPattern);
     }
     let source = format!(r"(?i)\A(?:{pattern})");
-    with_regex(source, |re| {
-        re.captures(text)
-            .map(|caps| caps.iter().skip(1).map(|g| g.map(|m| m.as_str())).collect())
-    })
+    with_regex(source, |re| re.captures(text).map(|caps| caps.iter().skip(1).map(|g| g.map(|m| m.as_str())).collect()))
 }
 
 fn report(kind: &str, result: HandlerResult) {

@@ -1,10 +1,8 @@
 //! Calls into the host: RapidSMS's `rapidsms.router` functions, logging and
 //! the plugin's private storage.
 
+pub use crate::bindings::imports::rapidwasm::messaging::types::{Connection, Contact, HostError, Message};
 use crate::bindings::imports::rapidwasm::messaging::{log as wit_log, router, storage as wit_storage};
-pub use crate::bindings::imports::rapidwasm::messaging::types::{
-    Connection, Contact, HostError, Message,
-};
 
 /// Metadata carried by a message: ordered key/value pairs.
 pub type Fields = Vec<(String, String)>;

@@ -111,6 +111,7 @@ macro_rules! handlers_app {
 #[cfg(feature = "app")]
 #[doc(hidden)]
 #[macro_export]
+#[rustfmt::skip] // rustfmt mis-indents the `with_types_in` invocation
 macro_rules! __export_app {
     ($ty:ty, $names:expr) => {
         const _: () = {
@@ -138,9 +139,9 @@ macro_rules! __export_app {
             struct Export;
 
             impl wit_app::Guest for Export {
-                fn configure(settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                    -> ::std::result::Result<(), ::std::string::String>
-                {
+                fn configure(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     let mut app = <$ty as ::std::default::Default>::default();
                     $crate::App::configure(&mut app, &$crate::Settings::new(settings))?;
                     APP.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(app));
@@ -188,6 +189,7 @@ macro_rules! __export_app {
 /// `YourType: Backend`. Needs the `backend` feature.
 #[cfg(feature = "backend")]
 #[macro_export]
+#[rustfmt::skip] // rustfmt mis-indents the `with_types_in` invocation
 macro_rules! backend {
     ($ty:ty) => {
         const _: () = {
@@ -202,9 +204,9 @@ macro_rules! backend {
             struct Export;
 
             impl wit_backend::Guest for Export {
-                fn configure(settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                    -> ::std::result::Result<(), ::std::string::String>
-                {
+                fn configure(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     let mut backend = <$ty as ::std::default::Default>::default();
                     $crate::Backend::configure(&mut backend, &$crate::Settings::new(settings))?;
                     BACKEND.with(|cell| *cell.borrow_mut() = ::std::option::Option::Some(backend));
@@ -218,7 +220,8 @@ macro_rules! backend {
                 ) -> ::std::result::Result<(), wit_backend::SendError> {
                     BACKEND.with(|cell| {
                         if cell.borrow().is_none() {
-                            *cell.borrow_mut() = ::std::option::Option::Some(<$ty as ::std::default::Default>::default());
+                            *cell.borrow_mut() =
+                                ::std::option::Option::Some(<$ty as ::std::default::Default>::default());
                         }
                         let backend = cell.borrow();
                         let backend = match backend.as_ref() {

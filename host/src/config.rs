@@ -203,12 +203,12 @@ impl Config {
     pub fn parse(text: &str, file: &str, base: &Path, source: Option<PathBuf>) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_owned(), message: e.to_string() })?;
-        let invalid = |key: &str, problem: String| ConfigError::Invalid { file: file.to_owned(), key: key.to_owned(), problem };
+        let invalid =
+            |key: &str, problem: String| ConfigError::Invalid { file: file.to_owned(), key: key.to_owned(), problem };
 
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
-        let listen: SocketAddr = listen
-            .parse()
-            .map_err(|e| invalid("listen", format!("{listen:?} is not an IP address and port: {e}")))?;
+        let listen: SocketAddr =
+            listen.parse().map_err(|e| invalid("listen", format!("{listen:?} is not an IP address and port: {e}")))?;
 
         let call_timeout_ms = raw.limits.call_timeout_ms.unwrap_or(1000);
         if !(1..=60_000).contains(&call_timeout_ms) {
@@ -275,9 +275,8 @@ impl Config {
 /// Names: 1–64 ASCII letters, digits, `-` or `_` (they appear in URLs,
 /// logs and storage keys).
 fn check_plugin_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -357,7 +356,8 @@ mod tests {
 
     #[test]
     fn apps_get_project_name_and_default_response() {
-        let config = parse("project_name = \"Clinic\"\n[[apps]]\nname = \"d\"\nplugin = \"builtin:default\"\n").expect("valid");
+        let config =
+            parse("project_name = \"Clinic\"\n[[apps]]\nname = \"d\"\nplugin = \"builtin:default\"\n").expect("valid");
         assert_eq!(config.apps[0].settings["project_name"], "Clinic");
         assert_eq!(config.apps[0].settings["default_response"], DEFAULT_RESPONSE);
     }
@@ -378,7 +378,9 @@ mod tests {
         assert!(e.contains("`limits.call_timeout_ms`: 0 is outside"), "{e}");
         let e = error_text("listen = \"nowhere\"\n");
         assert!(e.contains("`listen`"), "{e}");
-        let e = error_text("[[apps]]\nname = \"x\"\nplugin = \"builtin:echo\"\n[backends.x]\nplugin = \"builtin:console\"\n");
+        let e = error_text(
+            "[[apps]]\nname = \"x\"\nplugin = \"builtin:echo\"\n[backends.x]\nplugin = \"builtin:console\"\n",
+        );
         assert!(e.contains("`backends.x`") && e.contains("already used"), "{e}");
     }
 

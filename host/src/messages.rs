@@ -261,7 +261,12 @@ impl OutgoingMessage {
     }
 
     fn with_class(text: impl Into<String>, connections: Vec<Connection>, class: MessageClass) -> Self {
-        OutgoingMessage { base: MessageBase::new(text, connections), class, sent_at: SystemTime::now(), external_id: None }
+        OutgoingMessage {
+            base: MessageBase::new(text, connections),
+            class,
+            sent_at: SystemTime::now(),
+            external_id: None,
+        }
     }
 
     /// Whether this is an `ErrorMessage`.

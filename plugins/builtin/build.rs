@@ -40,14 +40,14 @@ fn main() {
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"])
-        .arg(&target_dir);
+    cmd.current_dir(&root).args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"]).arg(&target_dir);
     for (name, _) in PLUGINS {
         cmd.args(["-p", name]);
     }
     // The outer build's flags are for the host target, not for the guests.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"]
+    {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("failed to run cargo to build the plugins");

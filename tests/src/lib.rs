@@ -52,7 +52,9 @@ impl Recorder {
         self.events()
             .into_iter()
             .filter_map(|e| match e {
-                RouterEvent::Sent { backend, identities, text, failed, .. } => Some((backend, identities, text, failed)),
+                RouterEvent::Sent { backend, identities, text, failed, .. } => {
+                    Some((backend, identities, text, failed))
+                }
                 _ => None,
             })
             .collect()
@@ -94,11 +96,7 @@ impl TestHost {
 
     /// Receive `text` from `identity` on backend `console`.
     pub async fn receive(&self, identity: &str, text: &str) -> IncomingMessage {
-        self.host
-            .router()
-            .receive(text, Connection::new("console", identity), Fields::new())
-            .await
-            .expect("receive")
+        self.host.router().receive(text, Connection::new("console", identity), Fields::new()).await.expect("receive")
     }
 
     /// The texts the console backend `backend` recorded, as (identity, text),

@@ -38,7 +38,9 @@ pub fn describe(event: &RouterEvent) -> Option<String> {
         RouterEvent::Phase { app, phase, result: PhaseResult::Returned(value), .. } if phase.returns_value() => {
             format!("  {phase:<8} {app:<12} -> {value}")
         }
-        RouterEvent::Phase { app, phase, result: PhaseResult::Returned(_), .. } => format!("  {phase:<8} {app:<12} ran"),
+        RouterEvent::Phase { app, phase, result: PhaseResult::Returned(_), .. } => {
+            format!("  {phase:<8} {app:<12} ran")
+        }
         RouterEvent::Phase { app, phase, result: PhaseResult::Failed(error), .. } => {
             format!("  {phase:<8} {app:<12} FAILED: {error}")
         }

@@ -31,7 +31,12 @@ impl WasmApp {
     /// Compile `bytes` (or reuse an identical compiled component), check it
     /// fits the `app-plugin` world, configure a first instance and ask it
     /// which phases it implements.
-    pub async fn load(engine: &PluginEngine, bytes: &[u8], spec: PluginSpec, host: HostContext) -> Result<Self, PluginError> {
+    pub async fn load(
+        engine: &PluginEngine,
+        bytes: &[u8],
+        spec: PluginSpec,
+        host: HostContext,
+    ) -> Result<Self, PluginError> {
         let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             plugin: spec.name.clone(),
             kind: PluginKind::App,
@@ -54,12 +59,10 @@ impl WasmApp {
             StartFailure::Failed(reason) => PluginError::Start { plugin: app.spec.name.clone(), reason },
         })?;
         arm(&mut instance.store, app.spec.limits);
-        let flags = instance
-            .bindings
-            .rapidwasm_messaging_app()
-            .call_phases(&mut instance.store)
-            .await
-            .map_err(|e| PluginError::Start { plugin: app.spec.name.clone(), reason: describe(&e, app.spec.limits) })?;
+        let flags =
+            instance.bindings.rapidwasm_messaging_app().call_phases(&mut instance.store).await.map_err(|e| {
+                PluginError::Start { plugin: app.spec.name.clone(), reason: describe(&e, app.spec.limits) }
+            })?;
         app.phases = phase_set(flags);
         app.pool.give_back(instance);
         Ok(app)
@@ -69,11 +72,8 @@ impl WasmApp {
         let limits = self.spec.limits;
         let mut store = new_store(&self.engine, &self.name, &self.host, limits);
         arm(&mut store, limits);
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| StartFailure::Failed(describe(&e, limits)))?;
+        let bindings =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| StartFailure::Failed(describe(&e, limits)))?;
         arm(&mut store, limits);
         bindings
             .rapidwasm_messaging_app()
@@ -89,12 +89,19 @@ impl WasmApp {
             return Ok(instance);
         }
         self.instantiate().await.map_err(|failure| match failure {
-            StartFailure::Configure(reason) => PluginFailure(format!("a fresh instance refused its settings: {reason}")),
+            StartFailure::Configure(reason) => {
+                PluginFailure(format!("a fresh instance refused its settings: {reason}"))
+            }
             StartFailure::Failed(reason) => PluginFailure(format!("a fresh instance failed to start: {reason}")),
         })
     }
 
-    async fn run_incoming(&self, phase: Phase, msg: &IncomingMessage, depth: u32) -> Result<PhaseOutcome, PluginFailure> {
+    async fn run_incoming(
+        &self,
+        phase: Phase,
+        msg: &IncomingMessage,
+        depth: u32,
+    ) -> Result<PhaseOutcome, PluginFailure> {
         let mut instance = self.checkout().await?;
         let state = instance.store.data_mut();
         state.depth = depth;

@@ -23,7 +23,12 @@ pub struct WasmBackend {
 impl WasmBackend {
     /// Compile `bytes` (or reuse an identical compiled component), check it
     /// fits the `backend-plugin` world and configure a first instance.
-    pub async fn load(engine: &PluginEngine, bytes: &[u8], spec: PluginSpec, host: HostContext) -> Result<Self, PluginError> {
+    pub async fn load(
+        engine: &PluginEngine,
+        bytes: &[u8],
+        spec: PluginSpec,
+        host: HostContext,
+    ) -> Result<Self, PluginError> {
         let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             plugin: spec.name.clone(),
             kind: PluginKind::Backend,
@@ -54,8 +59,7 @@ impl WasmBackend {
         let limits = self.spec.limits;
         let mut store = new_store(&self.engine, &self.name, &self.host, limits);
         arm(&mut store, limits);
-        let bindings =
-            self.pre.instantiate_async(&mut store).await.map_err(|e| (false, describe(&e, limits)))?;
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| (false, describe(&e, limits)))?;
         arm(&mut store, limits);
         bindings
             .rapidwasm_messaging_backend()
@@ -66,7 +70,13 @@ impl WasmBackend {
         Ok(Instance { store, bindings })
     }
 
-    async fn run_send(&self, msg: &OutgoingMessage, identities: &[String], context: &Fields, depth: u32) -> Result<(), SendError> {
+    async fn run_send(
+        &self,
+        msg: &OutgoingMessage,
+        identities: &[String],
+        context: &Fields,
+        depth: u32,
+    ) -> Result<(), SendError> {
         let failed = |message: String| SendError { message, failed_identities: Vec::new() };
         let mut instance = match self.pool.take() {
             Some(instance) => instance,

@@ -44,7 +44,12 @@ impl<B> Pool<B> {
 }
 
 /// A fresh store for plugin `name`, with its memory limiter installed.
-pub(super) fn new_store(engine: &PluginEngine, name: &Arc<str>, host: &HostContext, limits: Limits) -> Store<PluginState> {
+pub(super) fn new_store(
+    engine: &PluginEngine,
+    name: &Arc<str>,
+    host: &HostContext,
+    limits: Limits,
+) -> Store<PluginState> {
     let mut store = Store::new(engine.engine(), PluginState::new(name.clone(), host.clone(), limits.memory_bytes));
     store.limiter(|state| &mut state.limits);
     store

@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::HostContext;
 use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
 use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
-use crate::messages::{MessageClass, ReplyTarget, ResponseContext, RespondOptions};
+use crate::messages::{MessageClass, ReplyTarget, RespondOptions, ResponseContext};
 use crate::router::RouterError;
 use crate::store::StoreError;
 
@@ -152,7 +152,10 @@ impl router::Host for PluginState {
         Ok(found.map(|records| records.into_iter().map(|r| to_wit_connection(&r.connection)).collect()))
     }
 
-    fn contact_of(&mut self, connection: types::Connection) -> wasmtime::Result<Result<Option<types::Contact>, HostError>> {
+    fn contact_of(
+        &mut self,
+        connection: types::Connection,
+    ) -> wasmtime::Result<Result<Option<types::Contact>, HostError>> {
         let connection = match from_wit_connection(connection) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -237,11 +240,7 @@ impl storage::Host for PluginState {
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>, HostError>> {
         let limit = limit.min(MAX_SCAN) as usize;
-        Ok(self
-            .host
-            .store
-            .plugin_scan(&self.plugin, &prefix, start_after.as_deref(), limit)
-            .map_err(store_error))
+        Ok(self.host.store.plugin_scan(&self.plugin, &prefix, start_after.as_deref(), limit).map_err(store_error))
     }
 }
 

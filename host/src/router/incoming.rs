@@ -5,7 +5,11 @@ use crate::messages::IncomingMessage;
 
 impl Router {
     /// Run every incoming phase on `msg`, then send its responses.
-    pub(super) async fn receive_incoming(&self, mut msg: IncomingMessage, depth: u32) -> Result<IncomingMessage, RouterError> {
+    pub(super) async fn receive_incoming(
+        &self,
+        mut msg: IncomingMessage,
+        depth: u32,
+    ) -> Result<IncomingMessage, RouterError> {
         self.emit(RouterEvent::Received {
             message_id: msg.id.clone(),
             connection: msg.connections[0].clone(),
@@ -37,12 +41,7 @@ impl Router {
                     Err(failure) => PhaseResult::Failed(failure.0),
                 };
                 let returned_true = result == PhaseResult::Returned(true);
-                self.emit(RouterEvent::Phase {
-                    message_id: msg.id.clone(),
-                    app: app.name().to_owned(),
-                    phase,
-                    result,
-                });
+                self.emit(RouterEvent::Phase { message_id: msg.id.clone(), app: app.name().to_owned(), phase, result });
                 if !returned_true {
                     continue;
                 }

@@ -30,10 +30,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
 
 /// `a NUL b`: NUL cannot occur in names, so keys of different pairs never
@@ -88,7 +86,8 @@ impl SledStore {
     }
 
     fn get_or_create_connection(&self, connection: &Connection, now: u64) -> Result<ConnectionRecord, StoreError> {
-        let record = ConnectionRecord { connection: connection.clone(), contact_id: None, created_on: now, modified_on: now };
+        let record =
+            ConnectionRecord { connection: connection.clone(), contact_id: None, created_on: now, modified_on: now };
         self.get_or_insert(&self.connections, &pair_key(&connection.backend, &connection.identity), record)
     }
 }
@@ -156,9 +155,8 @@ impl Store for SledStore {
         {
             return Err(StoreError::NotFound { what: "contact", id: id.to_owned() });
         }
-        let mut record = self
-            .lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?
-            .remove(0);
+        let mut record =
+            self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?.remove(0);
         record.contact_id = contact_id.map(str::to_owned);
         record.modified_on = now_ms();
         self.connections

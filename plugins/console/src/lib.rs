@@ -44,10 +44,8 @@ impl Backend for Console {
 /// Store one outbox entry. The key starts with the wall-clock time, so a
 /// scan of `outbox/` lists entries in the order they were sent.
 fn record(message: &Message, identity: &str) -> Result<(), String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_nanos();
     let key = format!("outbox/{nanos:024}-{}-{identity}", message.id);
     let line = format!("{}\t{identity}\t{}", message.id, message.text);
     storage::set(&key, line.as_bytes()).map_err(|e| format!("{e:?}"))

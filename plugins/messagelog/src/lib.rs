@@ -19,9 +19,7 @@ fn record(direction: &str, id: &str, connection: Option<&Connection>, text: &str
         log::error(&format!("message {id} has no connection; not logged"));
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let contact = contact_of(connection).ok().flatten().map(|c| c.id);
     let entry = serde_json::json!({
         "direction": direction,

@@ -23,7 +23,9 @@
 //! - `loop_text`: a message with exactly this text makes the app spin forever
 //!   in its handle phase.
 
-use rapidwasm_guest::{App, Connection, IncomingMessage, OutgoingMessage, Respond, Settings, log, receive, send, storage};
+use rapidwasm_guest::{
+    App, Connection, IncomingMessage, OutgoingMessage, Respond, Settings, log, receive, send, storage,
+};
 
 /// The probe app.
 #[derive(Default)]
@@ -47,10 +49,8 @@ fn connections(list: &str) -> Result<Vec<Connection>, String> {
     list.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|pair| {
-            let (backend, identity) = pair
-                .trim()
-                .split_once(':')
-                .ok_or_else(|| format!("`{pair}` is not backend:identity"))?;
+            let (backend, identity) =
+                pair.trim().split_once(':').ok_or_else(|| format!("`{pair}` is not backend:identity"))?;
             Ok(Connection { backend: backend.to_owned(), identity: identity.to_owned() })
         })
         .collect()
