@@ -35,6 +35,7 @@
 
 pub mod config;
 mod host;
+pub mod http;
 pub mod messages;
 pub mod plugins;
 pub mod router;

@@ -2,6 +2,7 @@
 //! arguments, starts a [`Host`] and prints what the router did.
 
 mod print;
+mod remote;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -10,10 +11,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
 use rapidwasm::router::Observer;
+use rapidwasm::store::StoreError;
+use rapidwasm::{Host, StartError};
 
 /// RapidSMS's messaging core as a WebAssembly plugin host.
 #[derive(Debug, Parser)]
@@ -28,13 +30,14 @@ struct Cli {
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// What to do; `serve` when left out.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the host and keep it running until interrupted.
+    /// Start the host and its HTTP server; run until interrupted (the default).
     Serve {
         /// Address to listen on, overriding the configuration's `listen`.
         #[arg(long)]
@@ -140,21 +143,39 @@ async fn start(config: Config, observers: Vec<Arc<dyn Observer>>) -> anyhow::Res
     Host::start(config, observers).await.with_context(|| format!("cannot start the host (data directory {data_dir})"))
 }
 
+/// Start a host that prints its events, or `None` when a running server
+/// holds the data directory (then the command is sent to that server).
+async fn start_or_forward(config: Config) -> anyhow::Result<Option<Host>> {
+    match Host::start(config.clone(), vec![Arc::new(print::Printer::stdout())]).await {
+        Ok(host) => Ok(Some(host)),
+        Err(StartError::Store(StoreError::Locked { .. })) => Ok(None),
+        Err(err) => Err(anyhow::Error::new(err)
+            .context(format!("cannot start the host (data directory {})", config.data_dir.display()))),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(cli.config.as_ref())?;
-    match cli.command {
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
         Command::Serve { listen } => serve(config, listen).await,
         Command::Receive { backend, identity, fields, text } => {
-            let host = start(config, vec![Arc::new(print::Printer::stdout())]).await?;
             let fields: Fields = fields.into_iter().collect();
+            let listen = config.listen;
+            let Some(host) = start_or_forward(config).await? else {
+                return remote::receive(listen, &text, &backend, &identity, fields).await;
+            };
             host.router().receive(text, Connection::new(backend, identity), fields).await?;
             host.shutdown()?;
             Ok(())
         }
         Command::Send { backend, to, fields, text } => {
-            let host = start(config, vec![Arc::new(print::Printer::stdout())]).await?;
+            let fields: Fields = fields.into_iter().collect();
+            let listen = config.listen;
+            let Some(host) = start_or_forward(config).await? else {
+                return remote::send(listen, &text, &backend, &to, fields).await;
+            };
             let connections = host.router().lookup_connections(&backend, &to)?;
-            host.router().send(text, connections, fields.into_iter().collect()).await?;
+            host.router().send(text, connections, fields).await?;
             host.shutdown()?;
             Ok(())
         }
@@ -184,15 +205,23 @@ async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyh
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    let listen = config.listen;
     let host = start(config, vec![Arc::new(print::Printer::log())]).await?;
+    let listener = rapidwasm::http::bind(listen).await?;
+    let address = listener.local_addr()?;
     let router = host.router();
     tracing::info!(
         apps = %router.app_names().join(","),
         backends = %router.backend_names().join(","),
         data_dir = %host.config().data_dir.display(),
-        "rapidwasm is running; press Ctrl-C to stop"
+        "rapidwasm is serving on http://{address}/ ; press Ctrl-C to stop"
     );
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    let shutdown = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot wait for Ctrl-C; stopping");
+        }
+    };
+    rapidwasm::http::serve(listener, router.clone(), shutdown).await?;
     tracing::info!("stopping");
     host.shutdown()?;
     Ok(())

@@ -192,11 +192,11 @@ impl log::Host for PluginState {
         let message = cut(&message, MAX_LOG_BYTES);
         let plugin = &*self.plugin;
         match level {
-            log::Level::Trace => tracing::trace!(plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin, "{message}"),
-            log::Level::Info => tracing::info!(plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin, "{message}"),
-            log::Level::Error => tracing::error!(plugin, "{message}"),
+            log::Level::Trace => tracing::trace!(target: "rapidwasm::plugin", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "rapidwasm::plugin", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "rapidwasm::plugin", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "rapidwasm::plugin", plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "rapidwasm::plugin", plugin, "{message}"),
         }
         Ok(())
     }

@@ -1,0 +1,70 @@
+//! One-shot commands sent to a running `rapidwasm serve` through its JSON
+//! API, used when that server holds the data directory.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use rapidwasm::http::{ApiConnection, ErrorBody, ReceiveRequest, ReceiveResponse, SendRequest, SendResponse};
+use rapidwasm::messages::Fields;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+async fn post<B: Serialize, R: DeserializeOwned>(listen: SocketAddr, path: &str, body: &B) -> anyhow::Result<R> {
+    let url = format!("http://{listen}{path}");
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let response = client.post(&url).json(body).send().await.with_context(|| {
+        format!("the data directory is in use, but no rapidwasm server answers at {url} (is it running with another --listen?)")
+    })?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => bail!("the server refused the request ({status}, {}): {}", body.error.code, body.error.message),
+            Err(_) => bail!("the server answered {status}: {}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("unexpected answer from {url}"))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// Receive through the server and print its responses.
+pub async fn receive(
+    listen: SocketAddr,
+    text: &str,
+    backend: &str,
+    identity: &str,
+    fields: Fields,
+) -> anyhow::Result<()> {
+    let request =
+        ReceiveRequest { text: text.to_owned(), backend: backend.to_owned(), identity: identity.to_owned(), fields };
+    let answer: ReceiveResponse = post(listen, "/api/v1/receive", &request).await?;
+    println!(
+        "received {text:?} from {identity} via {backend} [message {}] by the server at {listen}",
+        short(&answer.message_id)
+    );
+    for response in &answer.responses {
+        let to: Vec<String> =
+            response.connections.iter().map(|c| format!("{} via {}", c.identity, c.backend)).collect();
+        let outcome = if response.processed { "sent" } else { "cancelled" };
+        println!("{outcome} {:?} to {} [message {}]", response.text, to.join(", "), short(&response.id));
+    }
+    Ok(())
+}
+
+/// Send through the server.
+pub async fn send(listen: SocketAddr, text: &str, backend: &str, to: &[String], fields: Fields) -> anyhow::Result<()> {
+    let connections =
+        to.iter().map(|identity| ApiConnection { backend: backend.to_owned(), identity: identity.clone() }).collect();
+    let request = SendRequest { text: text.to_owned(), connections, fields };
+    let answer: SendResponse = post(listen, "/api/v1/send", &request).await?;
+    let outcome = if answer.processed { "sent" } else { "cancelled" };
+    println!(
+        "{outcome} {text:?} to {} via {backend} [message {}] by the server at {listen}",
+        to.join(", "),
+        short(&answer.message_id)
+    );
+    Ok(())
+}

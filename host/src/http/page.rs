@@ -1,0 +1,41 @@
+//! The landing page.
+
+use axum::extract::State;
+use axum::response::Html;
+
+use crate::router::Router;
+
+/// Escape text for HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn list(items: &[&str]) -> String {
+    items.iter().map(|i| format!("<li><code>{}</code></li>", escape(i))).collect()
+}
+
+pub(super) async fn landing(State(router): State<Router>) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>rapidwasm</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}
+code{{background:#f3f3f3;padding:0 .2em}}</style></head>
+<body>
+<h1>rapidwasm</h1>
+<p>RapidSMS's messaging core as a WebAssembly plugin host.</p>
+<h2>Apps, in phase order</h2><ol>{apps}</ol>
+<h2>Backends</h2><ul>{backends}</ul>
+<h2>JSON API</h2>
+<ul>
+<li><code>POST /api/v1/receive</code> — <code>{{"text", "backend", "identity", "fields"}}</code></li>
+<li><code>POST /api/v1/send</code> — <code>{{"text", "connections": [{{"backend", "identity"}}], "fields"}}</code></li>
+<li><code>GET /api/v1/connections?backend=B&amp;identity=I</code></li>
+</ul>
+<p>See the README's “HTTP API” section for the full reference.</p>
+</body></html>
+"#,
+        apps = list(&router.app_names()),
+        backends = list(&router.backend_names()),
+    ))
+}
