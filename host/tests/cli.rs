@@ -1,0 +1,144 @@
+//! The `rapidwasm` binary as a person uses it: one-shot commands, chat, a
+//! running server, bad configuration. Real processes, real sled on disk,
+//! real HTTP on loopback.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rapidwasm");
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).current_dir(dir).env_remove("RAPIDWASM_CONFIG").args(args).output().expect("run rapidwasm")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn receive_prints_the_phases_and_the_response_sent_through_the_console_backend() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(dir.path(), &["receive", "--backend", "console", "--identity", "123", "echo hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("received \"echo hi\" from 123 via console"), "{text}");
+    assert!(text.contains("handle   echo         -> true"), "{text}");
+    assert!(text.contains("sent \"hi\" to 123 via console"), "{text}");
+    assert!(dir.path().join("rapidwasm-data").is_dir(), "the built-in configuration stores in ./rapidwasm-data");
+
+    // The message log kept both messages across processes.
+    let out = run(dir.path(), &["plugin-data", "messagelog"]);
+    let log = stdout(&out);
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(log.contains(r#""text":"echo hi""#) && log.contains(r#""text":"hi""#), "{log}");
+}
+
+#[test]
+fn send_reaches_every_recipient() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(dir.path(), &["send", "--to", "1", "--to", "2", "hello"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sent \"hello\" to 1, 2 via console"), "{}", stdout(&out));
+    let outbox = stdout(&run(dir.path(), &["plugin-data", "console", "--prefix", "outbox/"]));
+    assert_eq!(outbox.lines().count(), 2, "{outbox}");
+}
+
+#[test]
+fn chat_acts_as_a_phone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("RAPIDWASM_CONFIG")
+        .args(["chat", "--identity", "+255700000001"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chat");
+    child.stdin.take().expect("stdin").write_all(b"echo hello there\nping\nwhat?\n").expect("type");
+    let out = child.wait_with_output().expect("chat ends at end of input");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("< hello there"), "{text}");
+    assert!(text.contains("< pong"), "{text}");
+    assert!(text.contains("< Sorry, RapidSMS could not understand your message."), "{text}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_file_key_and_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[[apps]]\nname = \"echo\"\nplugin = \"builtin:ehco\"\n").expect("write");
+    let out = run(dir.path(), &["--config", "bad.toml", "check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml: `apps[0].plugin`: no built-in plugin \"ehco\""), "{err}");
+    let out = run(dir.path(), &["--config", "missing.toml", "check"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot read missing.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_lists_the_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(dir.path(), &["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("apps (in order): messagelog, echo, ping, default"), "{text}");
+    assert!(text.contains("backends: console"), "{text}");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wait_for(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_shot_commands_go_through_a_running_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[[apps]]\nname = \"echo\"\nplugin = \"builtin:echo\"\n\
+         [backends.console]\nplugin = \"builtin:console\"\n"
+    );
+    std::fs::write(dir.path().join("rapidwasm.toml"), config).expect("write config");
+    let server = Server(
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--config", "rapidwasm.toml", "serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server"),
+    );
+    wait_for(port);
+    let out = run(dir.path(), &["--config", "rapidwasm.toml", "receive", "--identity", "123", "echo hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("by the server at 127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("sent \"hi\" to 123 via console"), "{text}");
+    drop(server);
+}
