@@ -38,6 +38,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join("plugins").join(name).display());
     }
 
+    ensure_target_installed();
+
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root).args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"]).arg(&target_dir);
@@ -77,6 +79,33 @@ fn main() {
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("plugins.rs"), generated).expect("failed to write plugins.rs");
+}
+
+/// rustup installs the targets of `rust-toolchain.toml` only when it
+/// installs the toolchain itself; add the guest target to an existing one.
+fn ensure_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output();
+    let installed = match sysroot {
+        Ok(out) if out.status.success() => {
+            let root = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            Path::new(&root).join("lib/rustlib").join(TARGET).is_dir()
+        }
+        _ => false,
+    };
+    if installed {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is missing; running `rustup target add {TARGET}`");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        cmd.args(["--toolchain", &toolchain]);
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        _ => panic!("the {TARGET} target is not installed and `rustup target add {TARGET}` failed; run it by hand"),
+    }
 }
 
 fn copy(from: &Path, to: &Path) {
