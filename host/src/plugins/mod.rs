@@ -21,6 +21,7 @@ mod backend;
 pub mod bindings;
 mod convert;
 mod engine;
+mod instance;
 mod pool;
 mod state;
 

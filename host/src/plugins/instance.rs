@@ -1,0 +1,197 @@
+//! What apps and backends share: linking a component to its world,
+//! creating configured instances under limits, and pooling them.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use super::bindings::{app, backend, imports::rapidwasm::messaging::types::Fields as WitFields};
+use super::convert::fields_to_wit;
+use super::pool::{Instance, Pool, arm, describe, new_store};
+use super::state::PluginState;
+use super::{HostContext, PluginEngine, PluginError, PluginKind, PluginSpec};
+
+/// A plugin world's generated bindings, as [`Plugin`] needs them.
+pub(super) trait World: Send + Sync + 'static {
+    /// The world's `…Pre` type.
+    type Pre: Send + Sync;
+    /// An instance's exports.
+    type Bindings: Send;
+    /// Which world this is.
+    const KIND: PluginKind;
+
+    /// Check the exports of a linked component.
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+
+    /// Instantiate into `store`.
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<PluginState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Bindings>> + Send;
+
+    /// Call the instance's `configure`.
+    fn configure(
+        bindings: &Self::Bindings,
+        store: &mut Store<PluginState>,
+        settings: &WitFields,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send;
+}
+
+/// The `app-plugin` world.
+pub(super) struct AppWorld;
+
+impl World for AppWorld {
+    type Pre = app::AppPluginPre<PluginState>;
+    type Bindings = app::AppPlugin;
+    const KIND: PluginKind = PluginKind::App;
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        app::AppPluginPre::new(pre)
+    }
+
+    async fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn configure(
+        bindings: &Self::Bindings,
+        store: &mut Store<PluginState>,
+        settings: &WitFields,
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings.rapidwasm_messaging_app().call_configure(store, settings).await
+    }
+}
+
+/// The `backend-plugin` world.
+pub(super) struct BackendWorld;
+
+impl World for BackendWorld {
+    type Pre = backend::BackendPluginPre<PluginState>;
+    type Bindings = backend::BackendPlugin;
+    const KIND: PluginKind = PluginKind::Backend;
+
+    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+        backend::BackendPluginPre::new(pre)
+    }
+
+    async fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate_async(store).await
+    }
+
+    async fn configure(
+        bindings: &Self::Bindings,
+        store: &mut Store<PluginState>,
+        settings: &WitFields,
+    ) -> wasmtime::Result<Result<(), String>> {
+        bindings.rapidwasm_messaging_backend().call_configure(store, settings).await
+    }
+}
+
+/// Why a fresh instance could not be made.
+pub(super) enum StartFailure {
+    /// Its `configure` refused the settings.
+    Configure(String),
+    /// It trapped or failed while starting.
+    Failed(String),
+}
+
+impl StartFailure {
+    fn into_plugin_error(self, plugin: &str) -> PluginError {
+        let plugin = plugin.to_owned();
+        match self {
+            StartFailure::Configure(reason) => PluginError::Configure { plugin, reason },
+            StartFailure::Failed(reason) => PluginError::Start { plugin, reason },
+        }
+    }
+
+    /// A one-line account for a call that needed a fresh instance.
+    pub fn describe(&self) -> String {
+        match self {
+            StartFailure::Configure(reason) => format!("a fresh instance refused its settings: {reason}"),
+            StartFailure::Failed(reason) => format!("a fresh instance failed to start: {reason}"),
+        }
+    }
+}
+
+/// One loaded component of world `W`, with its pool of instances.
+pub(super) struct Plugin<W: World> {
+    pub name: Arc<str>,
+    pub spec: PluginSpec,
+    engine: PluginEngine,
+    pre: W::Pre,
+    host: HostContext,
+    settings: WitFields,
+    pool: Pool<W::Bindings>,
+}
+
+impl<W: World> Plugin<W> {
+    /// Compile `bytes` (or reuse an identical compiled component), check it
+    /// fits world `W`, and configure a first instance. The instance is
+    /// returned for the caller's first use; give it back with [`Self::give_back`].
+    pub async fn load(
+        engine: &PluginEngine,
+        bytes: &[u8],
+        spec: PluginSpec,
+        host: HostContext,
+    ) -> Result<(Self, Instance<W::Bindings>), PluginError> {
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            plugin: spec.name.clone(),
+            kind: W::KIND,
+            reason: format!("{e:#}"),
+        };
+        let component = engine.compile(&spec.name, bytes)?;
+        let pre = engine.linker().instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = W::pre(pre).map_err(wrong_world)?;
+        let plugin = Plugin {
+            name: Arc::from(spec.name.as_str()),
+            settings: fields_to_wit(&spec.settings),
+            engine: engine.clone(),
+            pre,
+            host,
+            pool: Pool::new(),
+            spec,
+        };
+        let instance = plugin.instantiate().await.map_err(|f| f.into_plugin_error(&plugin.spec.name))?;
+        Ok((plugin, instance))
+    }
+
+    /// A fresh, configured instance.
+    async fn instantiate(&self) -> Result<Instance<W::Bindings>, StartFailure> {
+        let limits = self.spec.limits;
+        let mut store = new_store(&self.engine, &self.name, &self.host, limits);
+        arm(&mut store, limits);
+        let bindings =
+            W::instantiate(&self.pre, &mut store).await.map_err(|e| StartFailure::Failed(describe(&e, limits)))?;
+        arm(&mut store, limits);
+        W::configure(&bindings, &mut store, &self.settings)
+            .await
+            .map_err(|e| StartFailure::Failed(describe(&e, limits)))?
+            .map_err(StartFailure::Configure)?;
+        Ok(Instance { store, bindings })
+    }
+
+    /// An idle instance, or a fresh one, prepared for a call at routing
+    /// depth `depth` (its deadline is armed).
+    pub async fn checkout(&self, depth: u32) -> Result<Instance<W::Bindings>, StartFailure> {
+        let mut instance = match self.pool.take() {
+            Some(instance) => instance,
+            None => self.instantiate().await?,
+        };
+        instance.store.data_mut().depth = depth;
+        arm(&mut instance.store, self.spec.limits);
+        Ok(instance)
+    }
+
+    /// Keep an instance whose call succeeded. (One whose call failed is
+    /// simply dropped: a failed store must not be re-entered.)
+    pub fn give_back(&self, instance: Instance<W::Bindings>) {
+        self.pool.give_back(instance);
+    }
+
+    /// A one-line account of a failed call.
+    pub fn describe(&self, err: &wasmtime::Error) -> String {
+        describe(err, self.spec.limits)
+    }
+}
