@@ -23,6 +23,13 @@ async fn serve() -> Served {
     Served { base, t, _stop: stop }
 }
 
+/// POST `body` as JSON to `url` and decode the JSON answer.
+async fn post_json<T: serde::de::DeserializeOwned>(url: &str, body: serde_json::Value) -> T {
+    let response = reqwest::Client::new().post(url).json(&body).send().await.expect("request");
+    assert!(response.status().is_success(), "{url} answered {}", response.status());
+    response.json().await.expect("a JSON answer")
+}
+
 async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
     let body: ErrorBody = response.json().await.expect("a JSON error body");
@@ -32,16 +39,11 @@ async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn receive_returns_the_id_and_the_responses() {
     let s = serve().await;
-    let client = reqwest::Client::new();
-    let answer: ReceiveResponse = client
-        .post(format!("{}/api/v1/receive", s.base))
-        .json(&serde_json::json!({"text": "echo über", "backend": "console", "identity": "42", "fields": {"k": "v"}}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let answer: ReceiveResponse = post_json(
+        &format!("{}/api/v1/receive", s.base),
+        serde_json::json!({"text": "echo über", "backend": "console", "identity": "42", "fields": {"k": "v"}}),
+    )
+    .await;
     assert_eq!(answer.message_id.len(), 32);
     assert!(answer.handled);
     assert_eq!(answer.responses.len(), 1);
@@ -54,16 +56,12 @@ async fn receive_returns_the_id_and_the_responses() {
 async fn send_and_lookup() {
     let s = serve().await;
     let client = reqwest::Client::new();
-    let answer: SendResponse = client
-        .post(format!("{}/api/v1/send", s.base))
-        .json(&serde_json::json!({"text": "hi all", "connections": [
-            {"backend": "console", "identity": "1"}, {"backend": "console", "identity": "2"}]}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let answer: SendResponse = post_json(
+        &format!("{}/api/v1/send", s.base),
+        serde_json::json!({"text": "hi all", "connections": [
+            {"backend": "console", "identity": "1"}, {"backend": "console", "identity": "2"}]}),
+    )
+    .await;
     assert!(answer.processed);
     assert_eq!(s.t.outbox("console").len(), 2);
     let found: serde_json::Value = client

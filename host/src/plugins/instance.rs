@@ -39,55 +39,44 @@ pub(super) trait World: Send + Sync + 'static {
     ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send;
 }
 
-/// The `app-plugin` world.
-pub(super) struct AppWorld;
+/// Implement [`World`] for a world's generated bindings.
+macro_rules! world {
+    ($(#[$doc:meta])* $name:ident, $kind:expr, $module:ident :: $pre:ident, $bindings:ident, $exports:ident) => {
+        $(#[$doc])*
+        pub(super) struct $name;
 
-impl World for AppWorld {
-    type Pre = app::AppPluginPre<PluginState>;
-    type Bindings = app::AppPlugin;
-    const KIND: PluginKind = PluginKind::App;
+        impl World for $name {
+            type Pre = $module::$pre<PluginState>;
+            type Bindings = $module::$bindings;
+            const KIND: PluginKind = $kind;
 
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        app::AppPluginPre::new(pre)
-    }
+            fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
+                $module::$pre::new(pre)
+            }
 
-    async fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate_async(store).await
-    }
+            async fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings> {
+                pre.instantiate_async(store).await
+            }
 
-    async fn configure(
-        bindings: &Self::Bindings,
-        store: &mut Store<PluginState>,
-        settings: &WitFields,
-    ) -> wasmtime::Result<Result<(), String>> {
-        bindings.rapidwasm_messaging_app().call_configure(store, settings).await
-    }
+            async fn configure(
+                bindings: &Self::Bindings,
+                store: &mut Store<PluginState>,
+                settings: &WitFields,
+            ) -> wasmtime::Result<Result<(), String>> {
+                bindings.$exports().call_configure(store, settings).await
+            }
+        }
+    };
 }
 
-/// The `backend-plugin` world.
-pub(super) struct BackendWorld;
-
-impl World for BackendWorld {
-    type Pre = backend::BackendPluginPre<PluginState>;
-    type Bindings = backend::BackendPlugin;
-    const KIND: PluginKind = PluginKind::Backend;
-
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        backend::BackendPluginPre::new(pre)
-    }
-
-    async fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate_async(store).await
-    }
-
-    async fn configure(
-        bindings: &Self::Bindings,
-        store: &mut Store<PluginState>,
-        settings: &WitFields,
-    ) -> wasmtime::Result<Result<(), String>> {
-        bindings.rapidwasm_messaging_backend().call_configure(store, settings).await
-    }
-}
+world!(
+    /// The `app-plugin` world.
+    AppWorld, PluginKind::App, app::AppPluginPre, AppPlugin, rapidwasm_messaging_app
+);
+world!(
+    /// The `backend-plugin` world.
+    BackendWorld, PluginKind::Backend, backend::BackendPluginPre, BackendPlugin, rapidwasm_messaging_backend
+);
 
 /// Why a fresh instance could not be made.
 pub(super) enum StartFailure {
