@@ -140,5 +140,14 @@ fn one_shot_commands_go_through_a_running_server() {
     let text = stdout(&out);
     assert!(text.contains(&format!("by the server at 127.0.0.1:{port}")), "{text}");
     assert!(text.contains("sent \"hi\" to 123 via console"), "{text}");
-    drop(server);
+
+    // SIGTERM stops the server cleanly; what it stored is there afterwards.
+    let mut server = server;
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(killed.success());
+    let status = server.0.wait().expect("wait for the server");
+    assert!(status.success(), "the server exits 0 on SIGTERM, not {status}");
+    let out = run(dir.path(), &["--config", "rapidwasm.toml", "plugin-data", "console"]);
+    assert!(stdout(&out).contains("\t123\thi"), "{}{}", stdout(&out), stderr(&out));
 }

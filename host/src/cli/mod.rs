@@ -214,17 +214,40 @@ async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyh
         apps = %router.app_names().join(","),
         backends = %router.backend_names().join(","),
         data_dir = %host.config().data_dir.display(),
-        "rapidwasm is serving on http://{address}/ ; press Ctrl-C to stop"
+        "rapidwasm is serving on http://{address}/ ; Ctrl-C or SIGTERM stops it"
     );
-    let shutdown = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot wait for Ctrl-C; stopping");
-        }
-    };
-    rapidwasm::http::serve(listener, router.clone(), shutdown).await?;
+    rapidwasm::http::serve(listener, router.clone(), stop_signal()).await?;
     tracing::info!("stopping");
     host.shutdown()?;
     Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot wait for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    () = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot wait for SIGTERM");
+                interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await;
 }
 
 async fn chat(config: Config, backend: String, identity: String) -> anyhow::Result<()> {

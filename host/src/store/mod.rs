@@ -6,6 +6,7 @@
 //! they reach it only through the host functions in
 //! [`plugins`](crate::plugins), which namespace every key by plugin.
 
+pub mod conformance;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
