@@ -164,10 +164,7 @@ impl From<QueryRejection> for ApiError {
 impl From<RouterError> for ApiError {
     fn from(err: RouterError) -> Self {
         match err {
-            RouterError::Invalid { .. } | RouterError::Store(StoreError::Invalid { .. }) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.to_string())
-            }
-            RouterError::TooDeep(_) => {
+            RouterError::Store(StoreError::Invalid { .. }) | RouterError::TooDeep(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.to_string())
             }
             RouterError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", err.to_string()),

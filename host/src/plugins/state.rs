@@ -87,12 +87,8 @@ impl WasiView for PluginState {
 
 fn router_error(err: RouterError) -> HostError {
     match err {
-        RouterError::Invalid { what, reason } => HostError::InvalidArgument(format!("{what}: {reason}")),
         RouterError::TooDeep(limit) => HostError::TooDeep(limit),
-        RouterError::Store(StoreError::Invalid { what, reason }) => {
-            HostError::InvalidArgument(format!("{what} {reason}"))
-        }
-        RouterError::Store(other) => HostError::Storage(other.to_string()),
+        RouterError::Store(err) => store_error(err),
         RouterError::Gone => HostError::Storage("the router has shut down".into()),
     }
 }
@@ -106,6 +102,13 @@ fn store_error(err: StoreError) -> HostError {
 
 impl types::Host for PluginState {}
 
+impl PluginState {
+    /// The router, for a call made from this plugin one level deeper.
+    fn router(&self) -> Result<(crate::router::Router, u32), HostError> {
+        Ok((self.host.router.router().map_err(router_error)?, self.depth + 1))
+    }
+}
+
 impl router::Host for PluginState {
     async fn receive(
         &mut self,
@@ -113,16 +116,15 @@ impl router::Host for PluginState {
         connection: types::Connection,
         fields: types::Fields,
     ) -> wasmtime::Result<Result<String, HostError>> {
-        let connection = match from_wit_connection(connection) {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
+        // Nothing borrowed from the store is held across the await.
+        let route = self.router();
+        let routed = async move {
+            let connection = from_wit_connection(connection)?;
+            let (router, depth) = route?;
+            let msg = router.receive_at_depth(text, connection, fields_from_wit(fields), depth).await;
+            Ok(msg.map_err(router_error)?.base.id)
         };
-        let router = match self.host.router.router() {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(router_error(e))),
-        };
-        let result = router.receive_at_depth(text, connection, fields_from_wit(fields), self.depth + 1).await;
-        Ok(result.map(|msg| msg.base.id).map_err(router_error))
+        Ok(routed.await)
     }
 
     async fn send(
@@ -131,16 +133,14 @@ impl router::Host for PluginState {
         connections: Vec<types::Connection>,
         fields: types::Fields,
     ) -> wasmtime::Result<Result<String, HostError>> {
-        let connections = match connections.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
+        let route = self.router();
+        let routed = async move {
+            let connections = connections.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>()?;
+            let (router, depth) = route?;
+            let msg = router.send_at_depth(text, connections, fields_from_wit(fields), depth).await;
+            Ok(msg.map_err(router_error)?.base.id)
         };
-        let router = match self.host.router.router() {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(router_error(e))),
-        };
-        let result = router.send_at_depth(text, connections, fields_from_wit(fields), self.depth + 1).await;
-        Ok(result.map(|msg| msg.base.id).map_err(router_error))
+        Ok(routed.await)
     }
 
     fn lookup_connections(
@@ -156,16 +156,13 @@ impl router::Host for PluginState {
         &mut self,
         connection: types::Connection,
     ) -> wasmtime::Result<Result<Option<types::Contact>, HostError>> {
-        let connection = match from_wit_connection(connection) {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
+        let found = || {
+            let connection = from_wit_connection(connection)?;
+            let (router, _) = self.router()?;
+            let contact = router.contact_of(&connection).map_err(router_error)?;
+            Ok(contact.as_ref().map(to_wit_contact))
         };
-        let store = &self.host.store;
-        let found = store.connection(&connection).and_then(|record| match record.and_then(|r| r.contact_id) {
-            Some(id) => store.contact(&id),
-            None => Ok(None),
-        });
-        Ok(found.map(|c| c.as_ref().map(to_wit_contact)).map_err(store_error))
+        Ok(found())
     }
 }
 

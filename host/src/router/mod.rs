@@ -175,14 +175,6 @@ pub trait Backend: Send + Sync {
 /// Why the router refused a request.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// The request itself is invalid.
-    #[error("invalid {what}: {reason}")]
-    Invalid {
-        /// Which part of the request.
-        what: &'static str,
-        /// Why.
-        reason: String,
-    },
     /// Plugins routed messages from inside routing too deeply.
     #[error("messages routed from plugins are nested deeper than {0} levels")]
     TooDeep(u32),
