@@ -63,6 +63,22 @@ async fn an_app_that_loops_is_stopped_by_its_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_exceeds_its_memory_limit_fails_alone() {
+    let body = format!(
+        "[limits]\nmemory_mib = 32\n{}{}{}",
+        app("hog", "probe", r#"hog_text = "eat""#),
+        app("default", "default", ""),
+        console("console", "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let msg = t.receive("9", "eat").await;
+    assert!(failure_of(&t, &msg.id, "hog").is_some(), "growing past 32 MiB fails the call");
+    assert_eq!(msg.sent.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), [DEFAULT_TEXT]);
+    let msg = t.receive("9", "small").await;
+    assert_eq!(failure_of(&t, &msg.id, "hog"), None, "a fresh instance serves the next message");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_trap_in_outgoing_is_logged_and_the_message_still_sent() {
     let body = format!(
         "{}{}",

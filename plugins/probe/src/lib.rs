@@ -20,6 +20,8 @@
 //!   under the storage key `receive-result/<message id>`.
 //! - `trap_text`: a message with exactly this text makes the app trap (panic)
 //!   in the phase named by `trap_in` (default `handle`).
+//! - `hog_text`: a message with exactly this text makes the app allocate
+//!   and touch 256 MiB in its handle phase (beyond the host's default limit).
 //! - `loop_text`: a message with exactly this text makes the app spin forever
 //!   in its handle phase.
 
@@ -43,6 +45,7 @@ pub struct Probe {
     trap_text: Option<String>,
     trap_in: String,
     loop_text: Option<String>,
+    hog_text: Option<String>,
 }
 
 fn connections(list: &str) -> Result<Vec<Connection>, String> {
@@ -122,6 +125,7 @@ rapidwasm_guest::app! {
             self.trap_text = settings.get("trap_text").map(str::to_owned);
             self.trap_in = settings.get_or("trap_in", "handle").to_owned();
             self.loop_text = settings.get("loop_text").map(str::to_owned);
+            self.hog_text = settings.get("hog_text").map(str::to_owned);
             Ok(())
         }
 
@@ -146,6 +150,10 @@ rapidwasm_guest::app! {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            if self.hog_text.as_deref() == Some(msg.text.as_str()) {
+                let hog = vec![1u8; 256 << 20];
+                log::info(&format!("allocated {} bytes", std::hint::black_box(&hog).len()));
             }
             if !self.send_to.is_empty()
                 && let Err(err) = send(&format!("sent:{}", msg.text), &self.send_to, &[])
