@@ -22,6 +22,7 @@ pub mod bindings;
 mod convert;
 mod engine;
 mod instance;
+mod limits;
 mod pool;
 mod state;
 
@@ -31,6 +32,7 @@ use std::time::Duration;
 pub use self::app::WasmApp;
 pub use self::backend::WasmBackend;
 pub use self::engine::PluginEngine;
+pub use self::limits::MemoryLimitExceeded;
 use crate::messages::Fields;
 use crate::router::RouterLink;
 use crate::store::Store;
@@ -40,8 +42,8 @@ use crate::store::Store;
 pub struct Limits {
     /// Longest a single call (one phase, one send) may run.
     pub call_timeout: Duration,
-    /// Most linear memory one instance may use, in bytes (summed over all of
-    /// its memories).
+    /// Most linear memory one instance may use, in bytes, summed over all of
+    /// its memories.
     pub memory_bytes: usize,
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::{Store, Trap};
 
 use super::engine::{EPOCH_TICK, PluginEngine};
+use super::limits::MemoryLimitExceeded;
 use super::state::PluginState;
 use super::{HostContext, Limits};
 
@@ -51,7 +52,7 @@ pub(super) fn new_store(
     limits: Limits,
 ) -> Store<PluginState> {
     let mut store = Store::new(engine.engine(), PluginState::new(name.clone(), host.clone(), limits.memory_bytes));
-    store.limiter(|state| &mut state.limits);
+    store.limiter(|state| &mut state.limiter);
     store
 }
 
@@ -62,12 +63,24 @@ pub(super) fn arm(store: &mut Store<PluginState>, limits: Limits) {
     store.set_epoch_deadline(ticks.max(1) + 1);
 }
 
-/// A one-line account of why a call failed.
+/// A one-line account of why a call failed: the cause, without the wasm
+/// backtrace.
 pub(super) fn describe(err: &wasmtime::Error, limits: Limits) -> String {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return format!("timed out after {} ms", limits.call_timeout.as_millis());
+    if let Some(exceeded) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return exceeded.to_string();
     }
-    let text = format!("{err:#}").replace('\n', " ");
+    let text = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return format!("timed out after {} ms", limits.call_timeout.as_millis()),
+        Some(trap) => trap.to_string(),
+        None => {
+            let causes: Vec<String> = err
+                .chain()
+                .map(|cause| cause.to_string())
+                .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+                .collect();
+            causes.join(": ").replace('\n', " ")
+        }
+    };
     match text.char_indices().nth(1000) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,

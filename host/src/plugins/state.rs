@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::HostContext;
 use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
 use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
+use super::limits::InstanceLimiter;
 use crate::messages::{MessageClass, ReplyTarget, RespondOptions, ResponseContext};
 use crate::router::RouterError;
 use crate::store::StoreError;
@@ -41,7 +41,7 @@ pub struct PluginState {
     host: HostContext,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limiter: InstanceLimiter,
     /// How deeply the current call is nested in routing.
     pub(super) depth: u32,
     /// The incoming message of the current phase call, if any.
@@ -57,7 +57,7 @@ impl PluginState {
             // closed, stdout/stderr discarded, no sockets.
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).tables(64).build(),
+            limiter: InstanceLimiter::new(memory_bytes),
             depth: 0,
             frame: None,
         }
