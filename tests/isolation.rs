@@ -67,8 +67,8 @@ async fn fails_alone(limits: &str, settings: &str, trigger: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_app_that_loops_is_stopped_by_its_deadline() {
-    let why = fails_alone("call_timeout_ms = 100", r#"loop_text = "spin""#, "spin").await;
-    assert_eq!(why, "timed out after 100 ms");
+    let why = fails_alone("call_timeout_ms = 300", r#"loop_text = "spin""#, "spin").await;
+    assert_eq!(why, "timed out after 300 ms");
 }
 
 #[tokio::test(flavor = "multi_thread")]
