@@ -103,7 +103,9 @@ fn parse_field(text: &str) -> Result<(String, String), String> {
 /// Run the command line; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // A chat is a conversation: keep the log out of it unless asked.
+    let quiet = matches!(cli.command, Some(Command::Chat { .. }));
+    init_logging(cli.verbose, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -120,8 +122,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "warn,rapidwasm=info",
         1 => "info,rapidwasm=debug",
         _ => "debug,rapidwasm=trace",
