@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
@@ -141,19 +141,24 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// Why the host did not start, naming its data directory.
+fn start_failed(err: StartError, data_dir: &std::path::Path) -> anyhow::Error {
+    anyhow::Error::new(err).context(format!("cannot start the host (data directory {})", data_dir.display()))
+}
+
 async fn start(config: Config, observers: Vec<Arc<dyn Observer>>) -> anyhow::Result<Host> {
-    let data_dir = config.data_dir.display().to_string();
-    Host::start(config, observers).await.with_context(|| format!("cannot start the host (data directory {data_dir})"))
+    let data_dir = config.data_dir.clone();
+    Host::start(config, observers).await.map_err(|err| start_failed(err, &data_dir))
 }
 
 /// Start a host that prints its events, or `None` when a running server
 /// holds the data directory (then the command is sent to that server).
 async fn start_or_forward(config: Config) -> anyhow::Result<Option<Host>> {
-    match Host::start(config.clone(), vec![Arc::new(print::Printer::stdout())]).await {
+    let data_dir = config.data_dir.clone();
+    match Host::start(config, vec![Arc::new(print::Printer::stdout())]).await {
         Ok(host) => Ok(Some(host)),
         Err(StartError::Store(StoreError::Locked { .. })) => Ok(None),
-        Err(err) => Err(anyhow::Error::new(err)
-            .context(format!("cannot start the host (data directory {})", config.data_dir.display()))),
+        Err(err) => Err(start_failed(err, &data_dir)),
     }
 }
 

@@ -1,26 +1,23 @@
 //! The incoming phases (RapidSMS's `process_incoming`).
 
-use super::{Phase, PhaseResult, Router, RouterError, RouterEvent};
+use super::{Phase, PhaseResult, Router, RouterEvent};
 use crate::messages::IncomingMessage;
 
 impl Router {
     /// Run every incoming phase on `msg`, then send its responses.
-    pub(super) async fn receive_incoming(
-        &self,
-        mut msg: IncomingMessage,
-        depth: u32,
-    ) -> Result<IncomingMessage, RouterError> {
+    pub(super) async fn receive_incoming(&self, mut msg: IncomingMessage, depth: u32) -> IncomingMessage {
         self.emit(RouterEvent::Received {
             message_id: msg.id.clone(),
             connection: msg.connections[0].clone(),
             text: msg.text.clone(),
         });
         self.process_phases(&mut msg, depth).await;
-        for response in msg.responses.clone() {
-            let sent = self.send_outgoing(response.to_outgoing(), depth).await;
-            msg.sent.push(sent);
+        let mut sent = Vec::with_capacity(msg.responses.len());
+        for response in &msg.responses {
+            sent.push(self.send_outgoing(response.to_outgoing(), depth).await);
         }
-        Ok(msg)
+        msg.sent = sent;
+        msg
     }
 
     async fn process_phases(&self, msg: &mut IncomingMessage, depth: u32) {

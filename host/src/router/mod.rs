@@ -304,7 +304,7 @@ impl Router {
         self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
         let mut msg = IncomingMessage::new(text, connection);
         msg.fields = fields;
-        self.receive_incoming(msg, depth).await
+        Ok(self.receive_incoming(msg, depth).await)
     }
 
     /// `rapidsms.router.send`: send `text` to `connections`. Returns the
