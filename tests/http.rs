@@ -7,20 +7,14 @@ use reqwest::StatusCode;
 struct Served {
     base: String,
     t: TestHost,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: rapidwasm_tests::Served,
 }
 
 async fn serve() -> Served {
     let body = format!("{}{}{}", app("echo", "echo", ""), app("default", "default", ""), console("console", ""));
     let t = TestHost::start(&body).await.expect("start");
-    let listener = rapidwasm::http::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = t.host.router().clone();
-    tokio::spawn(rapidwasm::http::serve(listener, router, async move {
-        let _ = stopped.await;
-    }));
-    Served { base, t, _stop: stop }
+    let served = t.serve().await;
+    Served { base: served.base.clone(), t, _served: served }
 }
 
 /// POST `body` as JSON to `url` and decode the JSON answer.

@@ -1,6 +1,7 @@
 //! Backends: RapidSMS's `BackendBase`, delivering outgoing messages.
 
 use crate::host::Message;
+use crate::http::{HttpRequest, HttpResponse};
 use crate::settings::Settings;
 
 /// Why a send failed, for all or some identities.
@@ -40,4 +41,13 @@ pub trait Backend: Default {
     /// `context` is the message's `extra_backend_context()`
     /// (`in_response_to`, `external_id`).
     fn send(&self, message: &Message, identities: &[String], context: &[(String, String)]) -> Result<(), SendError>;
+
+    /// Handle an inbound request from a gateway, sent to
+    /// `/backends/<name>/...`: parse it, call [`receive`](crate::receive)
+    /// for each message and answer as the gateway expects. The default
+    /// answers 404: the backend takes no inbound requests.
+    fn handle_http(&self, request: &HttpRequest) -> HttpResponse {
+        let _ = request;
+        HttpResponse::not_found()
+    }
 }

@@ -40,6 +40,7 @@ mod backend;
 pub mod bindings;
 pub mod handlers;
 mod host;
+pub mod http;
 mod settings;
 
 pub use app::{App, IncomingMessage, OutgoingMessage, Respond};
@@ -48,6 +49,7 @@ pub use handlers::{Handler, HandlerResult, Keyword, KeywordHandler, Pattern, Pat
 pub use host::{
     Connection, Contact, Fields, HostError, Message, contact_of, log, lookup_connections, receive, send, storage,
 };
+pub use http::{HttpRequest, HttpResponse};
 pub use settings::Settings;
 
 /// Implementation details of the export macros.
@@ -201,6 +203,21 @@ macro_rules! backend {
                     ::std::cell::RefCell::new(::std::option::Option::None);
             }
 
+            /// Run `f` on the configured backend (a default one if the
+            /// host never called `configure`).
+            fn with_backend<R>(f: impl ::std::ops::FnOnce(&$ty) -> R) -> R {
+                BACKEND.with(|cell| {
+                    if cell.borrow().is_none() {
+                        *cell.borrow_mut() = ::std::option::Option::Some(<$ty as ::std::default::Default>::default());
+                    }
+                    let backend = cell.borrow();
+                    match backend.as_ref() {
+                        ::std::option::Option::Some(backend) => f(backend),
+                        ::std::option::Option::None => ::std::unreachable!("the backend was just created"),
+                    }
+                })
+            }
+
             struct Export;
 
             impl wit_backend::Guest for Export {
@@ -218,20 +235,19 @@ macro_rules! backend {
                     identities: ::std::vec::Vec<::std::string::String>,
                     context: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::std::result::Result<(), wit_backend::SendError> {
-                    BACKEND.with(|cell| {
-                        if cell.borrow().is_none() {
-                            *cell.borrow_mut() =
-                                ::std::option::Option::Some(<$ty as ::std::default::Default>::default());
-                        }
-                        let backend = cell.borrow();
-                        let backend = match backend.as_ref() {
-                            ::std::option::Option::Some(backend) => backend,
-                            ::std::option::Option::None => ::std::unreachable!("the backend was just created"),
-                        };
+                    with_backend(|backend| {
                         $crate::Backend::send(backend, &message, &identities, &context).map_err(|e| {
                             wit_backend::SendError { message: e.message, failed_identities: e.failed_identities }
                         })
                     })
+                }
+
+                fn handle_http(request: wit_backend::HttpRequest) -> wit_backend::HttpResponse {
+                    let request = $crate::HttpRequest::from_parts(
+                        request.method, request.path, request.query, request.headers, request.body,
+                    );
+                    let response = with_backend(|backend| $crate::Backend::handle_http(backend, &request));
+                    wit_backend::HttpResponse { status: response.status, headers: response.headers, body: response.body }
                 }
             }
 

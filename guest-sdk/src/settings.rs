@@ -39,4 +39,23 @@ impl Settings {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
+
+    /// The pairs under `prefix` (`sendsms_params.` gives `username`,
+    /// `password`, ...), with the prefix removed.
+    pub fn prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        self.pairs.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone()))).collect()
+    }
+
+    /// The value of `key` parsed as a whole number.
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, String> {
+        self.get(key)
+            .map(|v| v.parse().map_err(|_| format!("setting `{key}` must be a whole number, not `{v}`")))
+            .transpose()
+    }
+
+    /// A backend's own configured name (the host sets `backend_name`), for
+    /// the connections it receives messages on.
+    pub fn backend_name(&self) -> Result<String, String> {
+        self.get("backend_name").map(str::to_owned).ok_or_else(|| "the host did not set `backend_name`".to_owned())
+    }
 }

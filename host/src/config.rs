@@ -7,7 +7,8 @@
 //! default_response = "Sorry, %(project_name)s could not understand your message."
 //!
 //! [limits]
-//! call_timeout_ms = 1000               # longest one plugin call may run
+//! call_timeout_ms = 1000               # longest one app call may run
+//! backend_call_timeout_ms = 30000      # longest one backend call may run (network included)
 //! memory_mib = 64                      # most memory one plugin instance may use
 //! max_depth = 8                        # nesting of receive/send called by plugins
 //!
@@ -18,6 +19,11 @@
 //! [backends.console]                   # like INSTALLED_BACKENDS
 //! plugin = "builtin:console"
 //! settings = { fail_identities = "" }  # handed to the plugin's `configure`
+//!
+//! [backends.kannel]
+//! plugin = "builtin:kannel"
+//! allowed_hosts = ["127.0.0.1:13013"]  # where it may send HTTP; nowhere if absent
+//! settings = { sendsms_url = "http://127.0.0.1:13013/cgi-bin/sendsms" }
 //! ```
 //!
 //! Every error names the file, the key and the problem.
@@ -30,7 +36,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::messages::Fields;
-use crate::plugins::Limits;
+use crate::plugins::{AllowedHosts, Limits};
 
 /// The configuration used when none is given: the example plugins, the
 /// console backend and a store in `./rapidwasm-data`.
@@ -58,6 +64,12 @@ plugin = "builtin:default"
 
 [backends.console]
 plugin = "builtin:console"
+
+[backends.message_tester]
+plugin = "builtin:tester"
+
+[backends.http]
+plugin = "builtin:http"
 "#;
 
 /// The text RapidSMS's default app sends when nothing handled a message.
@@ -76,8 +88,11 @@ pub struct Config {
     pub project_name: String,
     /// What the default app answers; empty sends nothing.
     pub default_response: String,
-    /// Limits of every plugin call.
+    /// Limits of every app call.
     pub limits: Limits,
+    /// Limits of every backend call: like `limits`, with a longer timeout
+    /// that covers the backend's network requests.
+    pub backend_limits: Limits,
     /// How deeply plugins may nest `receive`/`send`.
     pub max_depth: u32,
     /// Apps, in phase order.
@@ -96,6 +111,16 @@ pub struct PluginConfig {
     pub source: PluginSource,
     /// Settings for its `configure` (keys lower-cased, tables flattened).
     pub settings: Fields,
+    /// Where it may send HTTP requests (backends only).
+    pub allowed_hosts: AllowedHosts,
+}
+
+impl Config {
+    /// The first backend running the built-in message tester, which the
+    /// `/tester` page talks to.
+    pub fn tester_backend(&self) -> Option<&str> {
+        self.backends.iter().find(|b| b.source == PluginSource::Builtin("tester".into())).map(|b| b.name.as_str())
+    }
 }
 
 /// Where a plugin's component comes from.
@@ -157,6 +182,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     call_timeout_ms: Option<u64>,
+    backend_call_timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
     max_depth: Option<u32>,
 }
@@ -174,6 +200,8 @@ struct RawApp {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     plugin: String,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -214,6 +242,13 @@ impl Config {
         if !(1..=60_000).contains(&call_timeout_ms) {
             return Err(invalid("limits.call_timeout_ms", format!("{call_timeout_ms} is outside 1..=60000")));
         }
+        let backend_call_timeout_ms = raw.limits.backend_call_timeout_ms.unwrap_or(30_000);
+        if !(1..=600_000).contains(&backend_call_timeout_ms) {
+            return Err(invalid(
+                "limits.backend_call_timeout_ms",
+                format!("{backend_call_timeout_ms} is outside 1..=600000"),
+            ));
+        }
         let memory_mib = raw.limits.memory_mib.unwrap_or(64);
         if !(1..=4096).contains(&memory_mib) {
             return Err(invalid("limits.memory_mib", format!("{memory_mib} is outside 1..=4096")));
@@ -238,7 +273,7 @@ impl Config {
             let mut settings = flatten_settings(&app.settings);
             settings.entry("project_name".to_owned()).or_insert_with(|| project_name.clone());
             settings.entry("default_response".to_owned()).or_insert_with(|| default_response.clone());
-            apps.push(PluginConfig { name: app.name, source, settings });
+            apps.push(PluginConfig { name: app.name, source, settings, allowed_hosts: AllowedHosts::none() });
         }
 
         let mut backends = Vec::new();
@@ -252,7 +287,12 @@ impl Config {
                 ));
             }
             let source = plugin_source(&backend.plugin, base).map_err(|p| invalid(&key("plugin"), p))?;
-            backends.push(PluginConfig { name, source, settings: flatten_settings(&backend.settings) });
+            let allowed_hosts =
+                AllowedHosts::parse(&backend.allowed_hosts).map_err(|p| invalid(&key("allowed_hosts"), p))?;
+            let mut settings = flatten_settings(&backend.settings);
+            // A backend needs its own name for the connections it receives on.
+            settings.insert("backend_name".to_owned(), name.clone());
+            backends.push(PluginConfig { name, source, settings, allowed_hosts });
         }
 
         Ok(Config {
@@ -263,6 +303,10 @@ impl Config {
             default_response,
             limits: Limits {
                 call_timeout: Duration::from_millis(call_timeout_ms),
+                memory_bytes: (memory_mib as usize) << 20,
+            },
+            backend_limits: Limits {
+                call_timeout: Duration::from_millis(backend_call_timeout_ms),
                 memory_bytes: (memory_mib as usize) << 20,
             },
             max_depth,
@@ -338,6 +382,7 @@ mod tests {
         let apps: Vec<_> = config.apps.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(apps, ["messagelog", "echo", "ping", "default"]);
         assert_eq!(config.backends[0].name, "console");
+        assert_eq!(config.tester_backend(), Some("message_tester"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
     }
 
@@ -376,6 +421,8 @@ mod tests {
         assert!(e.contains("`apps[0].plugin`") && e.contains("missing.wasm is not a file"), "{e}");
         let e = error_text("[limits]\ncall_timeout_ms = 0\n");
         assert!(e.contains("`limits.call_timeout_ms`: 0 is outside"), "{e}");
+        let e = error_text("[backends.k]\nplugin = \"builtin:console\"\nallowed_hosts = [\"http://x\"]\n");
+        assert!(e.contains("`backends.k.allowed_hosts`: `http://x` is not a host"), "{e}");
         let e = error_text("listen = \"nowhere\"\n");
         assert!(e.contains("`listen`"), "{e}");
         let e = error_text(

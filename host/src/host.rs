@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, PluginConfig, PluginSource};
-use crate::plugins::{HostContext, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
+use crate::plugins::{HostContext, Limits, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
 use crate::router::{App, Backend, Observer, Router, RouterLink, RouterOptions};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -69,13 +69,15 @@ impl Host {
         let mut apps: Vec<Arc<dyn App>> = Vec::new();
         for app in &config.apps {
             let bytes = component_bytes(app)?;
-            apps.push(Arc::new(WasmApp::load(&engine, &bytes, spec(app, &config), host.clone()).await?));
+            let spec = spec(app, config.limits);
+            apps.push(Arc::new(WasmApp::load(&engine, &bytes, spec, host.clone()).await?));
         }
         let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
         for backend in &config.backends {
             store.ensure_backend(&backend.name)?;
             let bytes = component_bytes(backend)?;
-            backends.push(Arc::new(WasmBackend::load(&engine, &bytes, spec(backend, &config), host.clone()).await?));
+            let spec = spec(backend, config.backend_limits);
+            backends.push(Arc::new(WasmBackend::load(&engine, &bytes, spec, host.clone()).await?));
         }
 
         let options = RouterOptions { max_depth: config.max_depth };
@@ -105,8 +107,13 @@ impl Host {
     }
 }
 
-fn spec(plugin: &PluginConfig, config: &Config) -> PluginSpec {
-    PluginSpec { name: plugin.name.clone(), settings: plugin.settings.clone(), limits: config.limits }
+fn spec(plugin: &PluginConfig, limits: Limits) -> PluginSpec {
+    PluginSpec {
+        name: plugin.name.clone(),
+        settings: plugin.settings.clone(),
+        limits,
+        allowed_hosts: plugin.allowed_hosts.clone(),
+    }
 }
 
 fn component_bytes(plugin: &PluginConfig) -> Result<std::borrow::Cow<'static, [u8]>, StartError> {

@@ -10,14 +10,20 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Crate name and the constant it is embedded as.
-const PLUGINS: &[(&str, &str)] = &[
-    ("echo", "ECHO"),
-    ("ping", "PING"),
-    ("default", "DEFAULT"),
-    ("messagelog", "MESSAGELOG"),
-    ("console", "CONSOLE"),
-    ("probe", "PROBE"),
+/// Built-in name (also the folder in `plugins/`), crate name, and the
+/// constant it is embedded as.
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("echo", "echo", "ECHO"),
+    ("ping", "ping", "PING"),
+    ("default", "default", "DEFAULT"),
+    ("messagelog", "messagelog", "MESSAGELOG"),
+    ("console", "console", "CONSOLE"),
+    ("probe", "probe", "PROBE"),
+    ("kannel", "kannel", "KANNEL"),
+    ("vumi", "vumi", "VUMI"),
+    ("http", "generic-http", "HTTP"),
+    ("twilio", "twilio", "TWILIO"),
+    ("tester", "tester", "TESTER"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -34,7 +40,7 @@ fn main() {
     for watched in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
-    for (name, _) in PLUGINS {
+    for (name, _, _) in PLUGINS {
         println!("cargo:rerun-if-changed={}", root.join("plugins").join(name).display());
     }
 
@@ -43,8 +49,8 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root).args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"]).arg(&target_dir);
-    for (name, _) in PLUGINS {
-        cmd.args(["-p", name]);
+    for (_, krate, _) in PLUGINS {
+        cmd.args(["-p", krate]);
     }
     // The outer build's flags are for the host target, not for the guests.
     for var in
@@ -61,8 +67,8 @@ fn main() {
     }
 
     let mut generated = String::new();
-    for (name, constant) in PLUGINS {
-        let built = target_dir.join(TARGET).join("plugin").join(format!("{name}.wasm"));
+    for (name, krate, constant) in PLUGINS {
+        let built = target_dir.join(TARGET).join("plugin").join(format!("{}.wasm", krate.replace('-', "_")));
         let embedded = out_dir.join(format!("{name}.wasm"));
         copy(&built, &embedded);
         writeln!(
@@ -74,7 +80,7 @@ fn main() {
         .expect("writing to a String");
     }
     generated.push_str("/// Every built-in plugin, by name.\npub const ALL: &[(&str, &[u8])] = &[\n");
-    for (name, constant) in PLUGINS {
+    for (name, _, constant) in PLUGINS {
         writeln!(generated, "    ({name:?}, {constant}),").expect("writing to a String");
     }
     generated.push_str("];\n");

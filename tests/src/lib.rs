@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod gateway;
+
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields, IncomingMessage};
@@ -123,6 +125,35 @@ impl TestHost {
         self.host.shutdown().expect("flush store");
         self.dir
     }
+}
+
+/// A host's HTTP server on a free loopback port; stops when dropped.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestHost {
+    /// Serve this host's routes (API, pages, `/backends/...`) on loopback.
+    pub async fn serve(&self) -> Served {
+        let listener = rapidwasm::http::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let site = rapidwasm::http::Site::new(self.host.router().clone(), self.host.config());
+        tokio::spawn(rapidwasm::http::serve(listener, site, async move {
+            let _ = stopped.await;
+        }));
+        Served { base, _stop: stop }
+    }
+}
+
+/// A backend `name` from built-in plugin `plugin`, allowed to reach
+/// `allowed_hosts`, with `settings` (TOML inline table body).
+pub fn backend(name: &str, plugin: &str, allowed_hosts: &[&str], settings: &str) -> String {
+    format!(
+        "[backends.{name}]\nplugin = \"builtin:{plugin}\"\nallowed_hosts = {allowed_hosts:?}\nsettings = {{ {settings} }}\n"
+    )
 }
 
 /// A console backend called `name` with `settings` (TOML inline table body).

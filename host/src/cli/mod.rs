@@ -224,7 +224,11 @@ async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyh
         data_dir = %host.config().data_dir.display(),
         "rapidwasm is serving on http://{address}/ ; Ctrl-C or SIGTERM stops it"
     );
-    rapidwasm::http::serve(listener, router.clone(), stop_signal()).await?;
+    let site = rapidwasm::http::Site::new(router.clone(), host.config());
+    if let Some(tester) = &site.tester_backend {
+        tracing::info!("message tester: http://{address}/tester (backend `{tester}`)");
+    }
+    rapidwasm::http::serve(listener, site, stop_signal()).await?;
     tracing::info!("stopping");
     host.shutdown()?;
     Ok(())

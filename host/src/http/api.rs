@@ -110,7 +110,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable: `invalid_json`, `invalid_request`, `payload_too_large`,
     /// `unsupported_media_type`, `not_found`, `method_not_allowed`,
-    /// `storage_error`, `unavailable`.
+    /// `storage_error`, `unavailable`, `backend_failed`, `timeout`.
     pub code: String,
     /// What went wrong.
     pub message: String,
@@ -124,7 +124,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
 }
@@ -217,6 +217,10 @@ pub(super) async fn connections(
     let Query(query) = query?;
     let found = router.lookup_connections(&query.backend, &[query.identity])?;
     Ok(Json(found.iter().map(ApiConnection::from).collect()))
+}
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], super::OPENAPI)
 }
 
 pub(super) async fn not_found() -> ApiError {

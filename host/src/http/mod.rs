@@ -1,52 +1,99 @@
-//! The host's HTTP server: a landing page and the JSON API for programs.
+//! The host's HTTP server: pages for people, the JSON API for programs and
+//! the gateways' inbound URLs.
 //!
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the landing page |
+//! | `GET /tester` | the message tester page |
+//! | `GET /api/v1/openapi.json` | the API's OpenAPI description |
 //! | `POST /api/v1/receive` | route an incoming message, answer with its responses |
 //! | `POST /api/v1/send` | send a message |
 //! | `GET /api/v1/connections?backend=B&identity=I` | look connections up (creating them) |
+//! | any `/backends/<name>/...` | handed to backend `<name>`'s component |
 //!
-//! Request bodies are limited to [`MAX_BODY_BYTES`]; errors are JSON
-//! objects `{"error": {"code": ..., "message": ...}}` with stable codes.
+//! Request bodies are limited to [`MAX_BODY_BYTES`]; errors of the host's
+//! own are JSON objects `{"error": {"code": ..., "message": ...}}` with
+//! stable codes. What a backend answers is up to the backend.
 
 mod api;
+mod backends;
 mod page;
+mod tester;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router as HttpRouter;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{any, get, post};
 
 pub use self::api::{
     ApiConnection, ApiResponse, ErrorBody, ErrorDetail, ReceiveRequest, ReceiveResponse, SendRequest, SendResponse,
 };
+use crate::config::Config;
 use crate::router::Router;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The HTTP routes over `router`.
-pub fn routes(router: Router) -> HttpRouter {
+/// The OpenAPI description of the JSON API, as served at
+/// `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// What the HTTP server serves: the router, and what it needs of the
+/// configuration.
+#[derive(Clone)]
+pub struct Site {
+    /// The router behind every route.
+    pub router: Router,
+    /// The backend the `/tester` page talks to, if one is configured.
+    pub tester_backend: Option<String>,
+    /// How long a gateway waits for a backend's answer.
+    pub inbound_timeout: Duration,
+}
+
+impl Site {
+    /// The site of `router` configured by `config`.
+    pub fn new(router: Router, config: &Config) -> Self {
+        Site {
+            router,
+            tester_backend: config.tester_backend().map(str::to_owned),
+            inbound_timeout: config.backend_limits.call_timeout,
+        }
+    }
+}
+
+impl FromRef<Site> for Router {
+    fn from_ref(site: &Site) -> Router {
+        site.router.clone()
+    }
+}
+
+/// The HTTP routes of `site`.
+pub fn routes(site: Site) -> HttpRouter {
     HttpRouter::new()
         .route("/", get(page::landing))
+        .route("/tester", get(tester::page))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/receive", post(api::receive))
         .route("/api/v1/send", post(api::send))
         .route("/api/v1/connections", get(api::connections))
+        .route("/backends/{backend}", any(backends::inbound))
+        .route("/backends/{backend}/", any(backends::inbound))
+        .route("/backends/{backend}/{*rest}", any(backends::inbound))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(router)
+        .with_state(site)
 }
 
-/// Serve `router` on `listener` until `shutdown` completes.
+/// Serve `site` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    site: Site,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes(router)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, routes(site)).with_graceful_shutdown(shutdown).await
 }
 
 /// Bind `addr`, with an error that names it.

@@ -6,7 +6,7 @@ use axum::response::Html;
 use crate::router::Router;
 
 /// Escape text for HTML.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -26,13 +26,16 @@ code{{background:#f3f3f3;padding:0 .2em}}</style></head>
 <p>RapidSMS's messaging core as a WebAssembly plugin host.</p>
 <h2>Apps, in phase order</h2><ol>{apps}</ol>
 <h2>Backends</h2><ul>{backends}</ul>
+<p><a href="/tester">Message tester</a> — be a phone and talk to the apps.</p>
 <h2>JSON API</h2>
 <ul>
 <li><code>POST /api/v1/receive</code> — <code>{{"text", "backend", "identity", "fields"}}</code></li>
 <li><code>POST /api/v1/send</code> — <code>{{"text", "connections": [{{"backend", "identity"}}], "fields"}}</code></li>
 <li><code>GET /api/v1/connections?backend=B&amp;identity=I</code></li>
 </ul>
-<p>See the README's “HTTP API” section for the full reference.</p>
+<p>The full description: <a href="/api/v1/openapi.json">OpenAPI</a>, and the README's “HTTP API” section.</p>
+<h2>Gateways</h2>
+<p>Gateways send to <code>/backends/&lt;backend name&gt;/</code>: each backend's component reads its provider's format.</p>
 </body></html>
 "#,
         apps = list(&router.app_names()),

@@ -1,11 +1,12 @@
 //! Backends as components: [`WasmBackend`] implements the router's
 //! [`Backend`].
 
+use super::bindings::backend::exports::rapidwasm::messaging::backend as wit;
 use super::convert::{fields_to_wit, to_wit_message};
 use super::instance::{BackendWorld, Plugin};
 use super::{HostContext, PluginEngine, PluginError, PluginSpec};
 use crate::messages::{Fields, OutgoingMessage};
-use crate::router::{Backend, BoxFuture, SendError};
+use crate::router::{Backend, BoxFuture, InboundRequest, InboundResponse, PluginFailure, SendError};
 
 /// A backend loaded from a WebAssembly component.
 pub struct WasmBackend {
@@ -50,6 +51,28 @@ impl WasmBackend {
     }
 }
 
+impl WasmBackend {
+    async fn run_http(&self, request: InboundRequest) -> Result<InboundResponse, PluginFailure> {
+        let mut instance = self.plugin.checkout(0).await.map_err(|f| PluginFailure(f.describe()))?;
+        let request = wit::HttpRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        let result =
+            instance.bindings.rapidwasm_messaging_backend().call_handle_http(&mut instance.store, &request).await;
+        match result {
+            Ok(response) => {
+                self.plugin.give_back(instance);
+                Ok(InboundResponse { status: response.status, headers: response.headers, body: response.body })
+            }
+            Err(err) => Err(PluginFailure(self.plugin.describe(&err))),
+        }
+    }
+}
+
 impl Backend for WasmBackend {
     fn name(&self) -> &str {
         &self.plugin.name
@@ -63,5 +86,9 @@ impl Backend for WasmBackend {
         depth: u32,
     ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(self.run_send(msg, identities, context, depth))
+    }
+
+    fn handle_http(&self, request: InboundRequest) -> BoxFuture<'_, Result<InboundResponse, PluginFailure>> {
+        Box::pin(self.run_http(request))
     }
 }

@@ -9,7 +9,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::state::PluginState;
-use super::{PluginError, bindings};
+use super::{PluginError, PluginKind, bindings};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -23,7 +23,8 @@ pub struct PluginEngine {
 
 struct EngineInner {
     engine: Engine,
-    linker: Linker<PluginState>,
+    apps: Linker<PluginState>,
+    backends: Linker<PluginState>,
     compiled: Mutex<HashMap<u64, Component>>,
 }
 
@@ -41,13 +42,19 @@ impl PluginEngine {
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::imports::Imports::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        let base = || -> wasmtime::Result<Linker<PluginState>> {
+            let mut linker = Linker::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+            bindings::imports::Imports::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+            Ok(linker)
+        };
+        let apps = base().map_err(anyhow::Error::from)?;
+        let mut backends = base().map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut backends).map_err(anyhow::Error::from)?;
 
         spawn_epoch_ticker(&engine);
-        Ok(PluginEngine { inner: Arc::new(EngineInner { engine, linker, compiled: Mutex::new(HashMap::new()) }) })
+        let inner = EngineInner { engine, apps, backends, compiled: Mutex::new(HashMap::new()) };
+        Ok(PluginEngine { inner: Arc::new(inner) })
     }
 
     /// One engine shared by everything in this process that does not bring
@@ -65,8 +72,12 @@ impl PluginEngine {
         &self.inner.engine
     }
 
-    pub(super) fn linker(&self) -> &Linker<PluginState> {
-        &self.inner.linker
+    /// The linker for plugins of `kind`: backends also get `wasi:http`.
+    pub(super) fn linker(&self, kind: PluginKind) -> &Linker<PluginState> {
+        match kind {
+            PluginKind::App => &self.inner.apps,
+            PluginKind::Backend => &self.inner.backends,
+        }
     }
 
     /// Compile `bytes`, or reuse the component compiled from identical bytes.

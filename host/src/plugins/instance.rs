@@ -131,7 +131,7 @@ impl<W: World> Plugin<W> {
             reason: format!("{e:#}"),
         };
         let component = engine.compile(&spec.name, bytes)?;
-        let pre = engine.linker().instantiate_pre(&component).map_err(wrong_world)?;
+        let pre = engine.linker(W::KIND).instantiate_pre(&component).map_err(wrong_world)?;
         let pre = W::pre(pre).map_err(wrong_world)?;
         let plugin = Plugin {
             name: Arc::from(spec.name.as_str()),
@@ -149,7 +149,7 @@ impl<W: World> Plugin<W> {
     /// A fresh, configured instance.
     async fn instantiate(&self) -> Result<Instance<W::Bindings>, StartFailure> {
         let limits = self.spec.limits;
-        let mut store = new_store(&self.engine, &self.name, &self.host, limits);
+        let mut store = new_store(&self.engine, &self.name, &self.host, limits, &self.spec.allowed_hosts);
         arm(&mut store, limits);
         let bindings =
             W::instantiate(&self.pre, &mut store).await.map_err(|e| StartFailure::Failed(describe(&e, limits)))?;

@@ -1,8 +1,10 @@
 //! WebAssembly plugins: apps and backends as components.
 //!
-//! One [`PluginEngine`] per process holds the wasmtime `Engine` and a
-//! `Linker` built once with the host functions of `wit/messaging.wit` and an
-//! empty, deny-all WASI (no files, environment, network; stdout discarded).
+//! One [`PluginEngine`] per process holds the wasmtime `Engine` and two
+//! `Linker`s built once with the host functions of `wit/messaging.wit` and an
+//! empty, deny-all WASI (no files, environment, sockets; stdout discarded).
+//! The backends' linker adds `wasi:http` for outbound requests, limited to
+//! each backend's [`AllowedHosts`]; apps get no network at all.
 //! Each loaded component gets an `InstancePre`; instances are created from it
 //! on demand and kept in a small pool per plugin.
 //!
@@ -23,6 +25,7 @@ mod convert;
 mod engine;
 mod instance;
 mod limits;
+mod outbound;
 mod pool;
 mod state;
 
@@ -33,6 +36,7 @@ pub use self::app::WasmApp;
 pub use self::backend::WasmBackend;
 pub use self::engine::PluginEngine;
 pub use self::limits::MemoryLimitExceeded;
+pub use self::outbound::AllowedHosts;
 use crate::messages::Fields;
 use crate::router::RouterLink;
 use crate::store::Store;
@@ -130,4 +134,6 @@ pub struct PluginSpec {
     pub settings: Fields,
     /// The call limits.
     pub limits: Limits,
+    /// Where a backend may send HTTP requests (apps have no network).
+    pub allowed_hosts: AllowedHosts,
 }

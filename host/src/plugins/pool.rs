@@ -7,6 +7,7 @@ use wasmtime::{Store, Trap};
 
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::limits::MemoryLimitExceeded;
+use super::outbound::AllowedHosts;
 use super::state::PluginState;
 use super::{HostContext, Limits};
 
@@ -50,8 +51,10 @@ pub(super) fn new_store(
     name: &Arc<str>,
     host: &HostContext,
     limits: Limits,
+    allowed: &AllowedHosts,
 ) -> Store<PluginState> {
-    let mut store = Store::new(engine.engine(), PluginState::new(name.clone(), host.clone(), limits.memory_bytes));
+    let state = PluginState::new(name.clone(), host.clone(), limits.memory_bytes, allowed.clone());
+    let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limiter);
     store
 }

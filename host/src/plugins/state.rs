@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::HostContext;
 use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
 use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
 use super::limits::InstanceLimiter;
+use super::outbound::{AllowedHosts, OutboundPolicy};
 use crate::messages::{MessageClass, ReplyTarget, RespondOptions, ResponseContext};
 use crate::router::RouterError;
 use crate::store::StoreError;
@@ -40,6 +42,8 @@ pub struct PluginState {
     plugin: Arc<str>,
     host: HostContext,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundPolicy,
     table: ResourceTable,
     pub(super) limiter: InstanceLimiter,
     /// How deeply the current call is nested in routing.
@@ -49,13 +53,15 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub(super) fn new(plugin: Arc<str>, host: HostContext, memory_bytes: usize) -> Self {
+    pub(super) fn new(plugin: Arc<str>, host: HostContext, memory_bytes: usize, allowed: AllowedHosts) -> Self {
         PluginState {
+            outbound: OutboundPolicy { plugin: plugin.clone(), allowed },
             plugin,
             host,
             // Deny-all: no preopens, no environment, no arguments, stdin
             // closed, stdout/stderr discarded, no sockets.
             wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: InstanceLimiter::new(memory_bytes),
             depth: 0,
@@ -82,6 +88,12 @@ impl PluginState {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 

@@ -27,6 +27,7 @@
 //! WebAssembly components.
 
 mod events;
+mod inbound;
 mod incoming;
 mod outgoing;
 
@@ -36,6 +37,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
 pub use self::events::{Observer, PhaseResult, RouterEvent};
+pub use self::inbound::{InboundError, InboundRequest, InboundResponse};
 use crate::messages::{Connection, Contact, Fields, IncomingMessage, OutgoingMessage, ResponseContext};
 use crate::store::{Store, StoreError};
 
@@ -170,6 +172,13 @@ pub trait Backend: Send + Sync {
         context: &'a Fields,
         depth: u32,
     ) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Handle an inbound HTTP request a gateway sent to
+    /// `/backends/<name>/...`. The default answers 404.
+    fn handle_http(&self, request: InboundRequest) -> BoxFuture<'_, Result<InboundResponse, PluginFailure>> {
+        let _ = request;
+        inbound::not_accepted()
+    }
 }
 
 /// Why the router refused a request.
@@ -274,6 +283,15 @@ impl Router {
         let mut names: Vec<&str> = self.inner.backends.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    /// Hand an inbound HTTP request to backend `backend`.
+    pub async fn handle_http(&self, backend: &str, request: InboundRequest) -> Result<InboundResponse, InboundError> {
+        let found = self.inner.backends.get(backend).ok_or_else(|| InboundError::NoSuchBackend(backend.to_owned()))?;
+        found
+            .handle_http(request)
+            .await
+            .map_err(|failure| InboundError::Failed { backend: backend.to_owned(), failure })
     }
 
     /// The store behind the router.
