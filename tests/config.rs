@@ -43,3 +43,11 @@ async fn config_errors_name_the_key() {
     let err = start_error("[backends.b]\nplugin = \"builtin:console\"\ncolour = 1\n").await;
     assert!(err.contains("unknown field `colour`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_uses_the_network_is_refused() {
+    let err = start_error(&app("fetcher", "fetcher", "")).await;
+    assert!(err.starts_with("plugin `fetcher` does not fit the app world"), "{err}");
+    assert!(err.contains("component imports instance `wasi:http/"), "{err}");
+    assert!(err.ends_with("(apps have no network access: only backends may use wasi:http)"), "{err}");
+}

@@ -24,6 +24,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("http", "generic-http", "HTTP"),
     ("twilio", "twilio", "TWILIO"),
     ("tester", "tester", "TESTER"),
+    ("fetcher", "fetcher", "FETCHER"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -1,13 +1,13 @@
 //! HTTP for backends: the inbound requests a gateway sends to
 //! `/backends/<name>/...` ([`HttpRequest`], [`HttpResponse`]), form and query
-//! encoding, and (with the `backend` feature) an outbound [`client`] over
+//! encoding, and (with the `backend` feature) an outbound `client` over
 //! `wasi:http`.
 //!
 //! The host only lets a backend reach the hosts listed in its
 //! `allowed_hosts` configuration; any other request fails with
 //! [`HttpError::Denied`](client::HttpError::Denied).
 
-#[cfg(feature = "backend")]
+#[cfg(feature = "http-client")]
 pub mod client;
 mod inbound;
 

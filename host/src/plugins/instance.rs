@@ -125,10 +125,12 @@ impl<W: World> Plugin<W> {
         spec: PluginSpec,
         host: HostContext,
     ) -> Result<(Self, Instance<W::Bindings>), PluginError> {
-        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
-            plugin: spec.name.clone(),
-            kind: W::KIND,
-            reason: format!("{e:#}"),
+        let wrong_world = |e: wasmtime::Error| {
+            let mut reason = format!("{e:#}");
+            if W::KIND == PluginKind::App && reason.contains("wasi:http") {
+                reason.push_str(" (apps have no network access: only backends may use wasi:http)");
+            }
+            PluginError::WrongWorld { plugin: spec.name.clone(), kind: W::KIND, reason }
         };
         let component = engine.compile(&spec.name, bytes)?;
         let pre = engine.linker(W::KIND).instantiate_pre(&component).map_err(wrong_world)?;
