@@ -442,3 +442,45 @@ async fn backends_without_inbound_answer_404() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("takes no inbound HTTP requests"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_traps_or_loops_gets_a_precise_error_and_the_host_stays_up() {
+    let body = format!(
+        "[limits]\nbackend_call_timeout_ms = 300\n{}{}",
+        app("echo", "echo", ""),
+        backend("probe", "probe-backend", &[], "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let s = t.serve().await;
+    let url = format!("{}/backends/probe", s.base);
+
+    let (status, body) = get(&format!("{url}/trap")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("backend_failed") && body.contains("wasm trap"), "{body}");
+
+    let started = std::time::Instant::now();
+    let (status, body) = get(&format!("{url}/loop")).await;
+    assert!(status == StatusCode::INTERNAL_SERVER_ERROR || status == StatusCode::GATEWAY_TIMEOUT, "{status}");
+    assert!(body.contains("timed out") || body.contains("did not answer within 300 ms"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // The backend's own answer passes through, headers included; a status
+    // outside 100-599 becomes 500.
+    let response = reqwest::get(format!("{url}/status/418")).await.expect("request");
+    assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(response.headers()["x-probe"], "yes");
+    let (status, _) = get(&format!("{url}/status/1000")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // Still serving, and a send that traps is reported, not fatal.
+    assert_eq!(get(&format!("{url}/")).await, (StatusCode::OK, "ok".to_owned()));
+    let sent = t
+        .host
+        .router()
+        .send("trap", vec![rapidwasm::messages::Connection::new("probe", "1")], Default::default())
+        .await
+        .expect("send");
+    assert!(!sent.base.id.is_empty());
+    let failure = last_send_failure(&t, "probe").expect("a send");
+    assert!(failure.contains("backend failed") && failure.contains("wasm trap"), "{failure}");
+}

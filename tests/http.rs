@@ -115,3 +115,26 @@ async fn bad_requests_get_precise_json_errors_and_lose_nothing() {
     let ok = post(r#"{"text":"echo fine","backend":"console","identity":"1"}"#.into()).await.expect("request");
     assert_eq!(ok.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_path_in_the_openapi_file_is_served() {
+    let s = serve().await;
+    let client = reqwest::Client::new();
+    let spec: serde_json::Value =
+        client.get(format!("{}/api/v1/openapi.json", s.base)).send().await.expect("get").json().await.expect("JSON");
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 5, "{paths:?}");
+    for (path, item) in paths {
+        let url = format!("{}{}", s.base, path.replace("{backend}", "console").replace("{path}", "x"));
+        for method in item.as_object().expect("a path item").keys().filter(|k| *k != "parameters") {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            let response =
+                client.request(method.clone(), &url).json(&serde_json::json!({})).send().await.expect("send");
+            let status = response.status();
+            let body = response.text().await.expect("body");
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!body.contains("no such resource"), "{method} {path} is not routed: {body}");
+        }
+    }
+}

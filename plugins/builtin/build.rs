@@ -25,6 +25,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("twilio", "twilio", "TWILIO"),
     ("tester", "tester", "TESTER"),
     ("fetcher", "fetcher", "FETCHER"),
+    ("probe-backend", "probe-backend", "PROBE_BACKEND"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
