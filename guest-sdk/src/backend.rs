@@ -23,6 +23,28 @@ impl SendError {
     pub fn some(message: impl Into<String>, failed_identities: Vec<String>) -> Self {
         SendError { message: message.into(), failed_identities }
     }
+
+    /// Send to each identity on its own with `send_one`, for gateways that
+    /// take one recipient per request. The error, if any, names exactly the
+    /// identities that failed, each with its reason.
+    pub fn for_each(
+        identities: &[String],
+        mut send_one: impl FnMut(&str) -> Result<(), String>,
+    ) -> Result<(), SendError> {
+        let mut failed = Vec::new();
+        let mut reasons = Vec::new();
+        for identity in identities {
+            if let Err(why) = send_one(identity) {
+                failed.push(identity.clone());
+                reasons.push(format!("{identity}: {why}"));
+            }
+        }
+        match failed.len() {
+            0 => Ok(()),
+            n if n == identities.len() => Err(SendError::all(reasons.join("; "))),
+            _ => Err(SendError::some(reasons.join("; "), failed)),
+        }
+    }
 }
 
 /// A RapidSMS backend. Export it with [`backend!`](crate::backend).

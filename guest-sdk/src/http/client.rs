@@ -34,6 +34,14 @@ pub enum HttpError {
     Timeout(String),
     /// The answer's body is larger than [`MAX_RESPONSE_BYTES`].
     TooLarge,
+    /// The gateway answered, with a status that is not 2xx
+    /// ([`Request::send_ok`]).
+    Status {
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        excerpt: String,
+    },
     /// Anything else: connection refused, DNS, protocol errors.
     Failed(String),
 }
@@ -45,6 +53,7 @@ impl std::fmt::Display for HttpError {
             HttpError::Denied(host) => write!(f, "the host refused a request to {host}: not in allowed_hosts"),
             HttpError::Timeout(what) => write!(f, "timed out: {what}"),
             HttpError::TooLarge => write!(f, "the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+            HttpError::Status { status, excerpt } => write!(f, "answered {status}: {excerpt}"),
             HttpError::Failed(reason) => write!(f, "request failed: {reason}"),
         }
     }
@@ -52,29 +61,8 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-/// An answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// The headers, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// The body as text (invalid UTF-8 replaced), cut to 200 characters,
-    /// for error messages.
-    pub fn body_excerpt(&self) -> String {
-        String::from_utf8_lossy(&self.body).chars().take(200).collect()
-    }
-}
+/// An answer: the same type a backend gives inbound requests.
+pub use super::HttpResponse as Response;
 
 /// A request being built.
 #[derive(Debug, Clone)]
@@ -130,7 +118,17 @@ impl Request {
         self
     }
 
-    /// Send it and read the whole answer.
+    /// Send it, and count an answer that is not 2xx as an error.
+    pub fn send_ok(self) -> Result<Response, HttpError> {
+        let response = self.send()?;
+        if response.is_success() {
+            Ok(response)
+        } else {
+            Err(HttpError::Status { status: response.status, excerpt: response.body_excerpt() })
+        }
+    }
+
+    /// Send it and read the whole answer, whatever its status.
     pub fn send(self) -> Result<Response, HttpError> {
         let target = Target::parse(&self.url)?;
         let headers = Fields::from_list(&self.headers).map_err(|e| HttpError::Failed(format!("bad header: {e:?}")))?;

@@ -40,7 +40,8 @@ impl HttpRequest {
     }
 }
 
-/// The answer to an inbound request.
+/// An HTTP answer: what a backend answers an inbound request with, and
+/// what the outbound client returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     /// The status code.
@@ -65,6 +66,17 @@ impl HttpResponse {
     /// An `application/json` answer; `body` must already be JSON.
     pub fn json(status: u16, body: impl Into<String>) -> Self {
         HttpResponse::empty(status).with_header("content-type", "application/json").with_body(body.into())
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as text (invalid UTF-8 replaced), cut to 200 characters,
+    /// for error messages.
+    pub fn body_excerpt(&self) -> String {
+        String::from_utf8_lossy(&self.body).chars().take(200).collect()
     }
 
     /// The answer of a backend that takes no inbound requests.

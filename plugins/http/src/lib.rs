@@ -69,9 +69,7 @@ impl Backend for GenericHttp {
             .outbound
             .as_ref()
             .ok_or_else(|| SendError::all("this backend has no `outbound_url`, so it cannot send"))?;
-        let mut failed = Vec::new();
-        let mut reasons = Vec::new();
-        for identity in identities {
+        SendError::for_each(identities, |identity| {
             let url = fill(&outbound.url, identity, message, Escape::Form);
             let request = match &outbound.post {
                 None => Request::get(url),
@@ -80,22 +78,11 @@ impl Backend for GenericHttp {
                     Request::post(url).body(content_type, fill(body, identity, message, escape))
                 }
             };
-            let outcome = match request.timeout(self.timeout).send() {
-                Ok(response) if response.is_success() => Ok(()),
-                Ok(response) => Err(format!("answered {}: {}", response.status, response.body_excerpt())),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(why) = outcome {
-                log::warn(&format!("sending {} to {identity} failed: {why}", message.id));
-                failed.push(identity.clone());
-                reasons.push(format!("{identity}: {why}"));
-            }
-        }
-        match failed.len() {
-            0 => Ok(()),
-            n if n == identities.len() => Err(SendError::all(reasons.join("; "))),
-            _ => Err(SendError::some(reasons.join("; "), failed)),
-        }
+            request.timeout(self.timeout).send_ok().map(drop).map_err(|e| {
+                log::warn(&format!("sending {} to {identity} failed: {e}", message.id));
+                e.to_string()
+            })
+        })
     }
 
     fn handle_http(&self, request: &HttpRequest) -> HttpResponse {

@@ -67,29 +67,14 @@ impl Backend for Twilio {
             return Err(SendError::all("sending needs the settings `account_sid`, `auth_token` and `from`"));
         }
         let url = format!("{}/Accounts/{}/Messages.json", self.api_url, self.account_sid);
-        let mut failed = Vec::new();
-        let mut reasons = Vec::new();
-        for identity in identities {
-            let mut form = vec![("To", identity.as_str()), ("From", self.from.as_str()), ("Body", &message.text)];
+        SendError::for_each(identities, |identity| {
+            let mut form = vec![("To", identity), ("From", self.from.as_str()), ("Body", &message.text)];
             if let Some(callback) = &self.status_callback {
                 form.push(("StatusCallback", callback));
             }
-            let sent = Request::post(&url).timeout(self.timeout).basic_auth(&self.account_sid, token).form(form).send();
-            let outcome = match sent {
-                Ok(response) if response.is_success() => Ok(()),
-                Ok(response) => Err(format!("Twilio answered {}: {}", response.status, response.body_excerpt())),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(why) = outcome {
-                failed.push(identity.clone());
-                reasons.push(format!("{identity}: {why}"));
-            }
-        }
-        match failed.len() {
-            0 => Ok(()),
-            n if n == identities.len() => Err(SendError::all(reasons.join("; "))),
-            _ => Err(SendError::some(reasons.join("; "), failed)),
-        }
+            let request = Request::post(&url).timeout(self.timeout).basic_auth(&self.account_sid, token).form(form);
+            request.send_ok().map(drop).map_err(|e| format!("Twilio {e}"))
+        })
     }
 
     fn handle_http(&self, request: &HttpRequest) -> HttpResponse {
