@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! data_dir = "rapidwasm-data"          # sled store; relative to this file
+//! compile_cache = "rapidwasm-data/compiled"  # compiled components, reused on restart
 //! listen = "127.0.0.1:8080"            # the HTTP server of `rapidwasm serve`
 //! project_name = "RapidSMS"            # fills %(project_name)s
 //! default_response = "Sorry, %(project_name)s could not understand your message."
@@ -15,6 +16,8 @@
 //! [[apps]]                             # in phase order, like INSTALLED_APPS
 //! name = "echo"
 //! plugin = "builtin:echo"              # or a path to a .wasm component
+//! memory_mib = 128                     # this plugin's own limits (optional)
+//! call_timeout_ms = 5000
 //!
 //! [backends.console]                   # like INSTALLED_BACKENDS
 //! plugin = "builtin:console"
@@ -93,6 +96,8 @@ pub struct Config {
     /// Limits of every backend call: like `limits`, with a longer timeout
     /// that covers the backend's network requests.
     pub backend_limits: Limits,
+    /// Where compiled components are kept between runs.
+    pub compile_cache: std::path::PathBuf,
     /// How deeply plugins may nest `receive`/`send`.
     pub max_depth: u32,
     /// Apps, in phase order.
@@ -113,6 +118,9 @@ pub struct PluginConfig {
     pub settings: Fields,
     /// Where it may send HTTP requests (backends only).
     pub allowed_hosts: AllowedHosts,
+    /// Its call limits: the `[limits]` for its kind, with its own
+    /// `memory_mib` and `call_timeout_ms` if it sets them.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -167,6 +175,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     data_dir: Option<PathBuf>,
+    compile_cache: Option<PathBuf>,
     listen: Option<String>,
     project_name: Option<String>,
     default_response: Option<String>,
@@ -192,6 +201,8 @@ struct RawLimits {
 struct RawApp {
     name: String,
     plugin: String,
+    memory_mib: Option<u64>,
+    call_timeout_ms: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -200,6 +211,8 @@ struct RawApp {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     plugin: String,
+    memory_mib: Option<u64>,
+    call_timeout_ms: Option<u64>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -238,21 +251,35 @@ impl Config {
         let listen: SocketAddr =
             listen.parse().map_err(|e| invalid("listen", format!("{listen:?} is not an IP address and port: {e}")))?;
 
-        let call_timeout_ms = raw.limits.call_timeout_ms.unwrap_or(1000);
-        if !(1..=60_000).contains(&call_timeout_ms) {
-            return Err(invalid("limits.call_timeout_ms", format!("{call_timeout_ms} is outside 1..=60000")));
-        }
-        let backend_call_timeout_ms = raw.limits.backend_call_timeout_ms.unwrap_or(30_000);
-        if !(1..=600_000).contains(&backend_call_timeout_ms) {
-            return Err(invalid(
-                "limits.backend_call_timeout_ms",
-                format!("{backend_call_timeout_ms} is outside 1..=600000"),
-            ));
-        }
-        let memory_mib = raw.limits.memory_mib.unwrap_or(64);
-        if !(1..=4096).contains(&memory_mib) {
-            return Err(invalid("limits.memory_mib", format!("{memory_mib} is outside 1..=4096")));
-        }
+        let in_range = |key: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(key, format!("{value} is outside {}..={}", range.start(), range.end())))
+            }
+        };
+        let call_timeout_ms =
+            in_range("limits.call_timeout_ms", raw.limits.call_timeout_ms.unwrap_or(1000), TIMEOUT_MS)?;
+        let backend_call_timeout_ms = in_range(
+            "limits.backend_call_timeout_ms",
+            raw.limits.backend_call_timeout_ms.unwrap_or(30_000),
+            BACKEND_TIMEOUT_MS,
+        )?;
+        let memory_mib = in_range("limits.memory_mib", raw.limits.memory_mib.unwrap_or(64), MEMORY_MIB)?;
+        let limits = make_limits(call_timeout_ms, memory_mib);
+        let backend_limits = make_limits(backend_call_timeout_ms, memory_mib);
+        // A plugin's own limits replace its kind's.
+        let own_limits = |key: &dyn Fn(&str) -> String, base: Limits, timeout: Option<u64>, memory: Option<u64>| {
+            let timeout = match timeout {
+                Some(ms) => in_range(&key("call_timeout_ms"), ms, BACKEND_TIMEOUT_MS)?,
+                None => base.call_timeout.as_millis() as u64,
+            };
+            let memory = match memory {
+                Some(mib) => in_range(&key("memory_mib"), mib, MEMORY_MIB)?,
+                None => (base.memory_bytes >> 20) as u64,
+            };
+            Ok::<Limits, ConfigError>(make_limits(timeout, memory))
+        };
         let max_depth = raw.limits.max_depth.unwrap_or(8);
         if !(1..=64).contains(&max_depth) {
             return Err(invalid("limits.max_depth", format!("{max_depth} is outside 1..=64")));
@@ -273,7 +300,8 @@ impl Config {
             let mut settings = flatten_settings(&app.settings);
             settings.entry("project_name".to_owned()).or_insert_with(|| project_name.clone());
             settings.entry("default_response".to_owned()).or_insert_with(|| default_response.clone());
-            apps.push(PluginConfig { name: app.name, source, settings, allowed_hosts: AllowedHosts::none() });
+            let limits = own_limits(&key, limits, app.call_timeout_ms, app.memory_mib)?;
+            apps.push(PluginConfig { name: app.name, source, settings, allowed_hosts: AllowedHosts::none(), limits });
         }
 
         let mut backends = Vec::new();
@@ -292,28 +320,36 @@ impl Config {
             let mut settings = flatten_settings(&backend.settings);
             // A backend needs its own name for the connections it receives on.
             settings.insert("backend_name".to_owned(), name.clone());
-            backends.push(PluginConfig { name, source, settings, allowed_hosts });
+            let limits = own_limits(&key, backend_limits, backend.call_timeout_ms, backend.memory_mib)?;
+            backends.push(PluginConfig { name, source, settings, allowed_hosts, limits });
         }
 
+        let data_dir = base.join(raw.data_dir.unwrap_or_else(|| PathBuf::from("rapidwasm-data")));
         Ok(Config {
             source,
-            data_dir: base.join(raw.data_dir.unwrap_or_else(|| PathBuf::from("rapidwasm-data"))),
+            compile_cache: raw.compile_cache.map(|dir| base.join(dir)).unwrap_or_else(|| data_dir.join("compiled")),
+            data_dir,
             listen,
             project_name,
             default_response,
-            limits: Limits {
-                call_timeout: Duration::from_millis(call_timeout_ms),
-                memory_bytes: (memory_mib as usize) << 20,
-            },
-            backend_limits: Limits {
-                call_timeout: Duration::from_millis(backend_call_timeout_ms),
-                memory_bytes: (memory_mib as usize) << 20,
-            },
+            limits,
+            backend_limits,
             max_depth,
             apps,
             backends,
         })
     }
+}
+
+/// The accepted range of call timeouts of apps, in milliseconds.
+const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+/// The accepted range of call timeouts of backends and of any one plugin.
+const BACKEND_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=600_000;
+/// The accepted range of memory limits, in MiB.
+const MEMORY_MIB: std::ops::RangeInclusive<u64> = 1..=4096;
+
+fn make_limits(call_timeout_ms: u64, memory_mib: u64) -> Limits {
+    Limits { call_timeout: Duration::from_millis(call_timeout_ms), memory_bytes: (memory_mib as usize) << 20 }
 }
 
 /// Names: 1–64 ASCII letters, digits, `-` or `_` (they appear in URLs,
@@ -397,6 +433,22 @@ mod tests {
         assert_eq!(s["charset"], "utf-8");
         assert_eq!(s["coding"], "2");
         assert_eq!(s["sendsms_params.username"], "u");
+    }
+
+    #[test]
+    fn plugins_may_set_their_own_limits() {
+        let config = parse(
+            "[limits]\nmemory_mib = 32\n[[apps]]\nname = \"js\"\nplugin = \"builtin:echo\"\nmemory_mib = 128\n\
+             call_timeout_ms = 5000\n[[apps]]\nname = \"e\"\nplugin = \"builtin:echo\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.apps[0].limits.memory_bytes, 128 << 20);
+        assert_eq!(config.apps[0].limits.call_timeout.as_millis(), 5000);
+        assert_eq!(config.apps[1].limits, config.limits);
+        assert_eq!(config.limits.memory_bytes, 32 << 20);
+        assert_eq!(config.compile_cache, Path::new("./rapidwasm-data/compiled"));
+        let e = error_text("[[apps]]\nname = \"a\"\nplugin = \"builtin:echo\"\nmemory_mib = 0\n");
+        assert!(e.contains("`apps[0].memory_mib`: 0 is outside 1..=4096"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, PluginConfig, PluginSource};
-use crate::plugins::{HostContext, Limits, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
+use crate::plugins::{HostContext, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
 use crate::router::{App, Backend, Observer, Router, RouterLink, RouterOptions};
 use crate::store::{SledStore, Store, StoreError};
 
@@ -69,14 +69,14 @@ impl Host {
         let mut apps: Vec<Arc<dyn App>> = Vec::new();
         for app in &config.apps {
             let bytes = component_bytes(app)?;
-            let spec = spec(app, config.limits);
+            let spec = spec(app, &config);
             apps.push(Arc::new(WasmApp::load(&engine, &bytes, spec, host.clone()).await?));
         }
         let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
         for backend in &config.backends {
             store.ensure_backend(&backend.name)?;
             let bytes = component_bytes(backend)?;
-            let spec = spec(backend, config.backend_limits);
+            let spec = spec(backend, &config);
             backends.push(Arc::new(WasmBackend::load(&engine, &bytes, spec, host.clone()).await?));
         }
 
@@ -107,12 +107,13 @@ impl Host {
     }
 }
 
-fn spec(plugin: &PluginConfig, limits: Limits) -> PluginSpec {
+fn spec(plugin: &PluginConfig, config: &Config) -> PluginSpec {
     PluginSpec {
         name: plugin.name.clone(),
         settings: plugin.settings.clone(),
-        limits,
+        limits: plugin.limits,
         allowed_hosts: plugin.allowed_hosts.clone(),
+        compile_cache: Some(config.compile_cache.clone()),
     }
 }
 

@@ -151,3 +151,30 @@ fn one_shot_commands_go_through_a_running_server() {
     let out = run(dir.path(), &["--config", "rapidwasm.toml", "plugin-data", "console"]);
     assert!(stdout(&out).contains("\t123\thi"), "{}{}", stdout(&out), stderr(&out));
 }
+
+#[test]
+fn compiled_components_are_kept_on_disk_and_reused_on_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let compiled =
+        |out: &Output| stderr(out).lines().filter(|l| l.contains("plugins::engine") && l.contains("compiled")).count();
+
+    let first = run(dir.path(), &["-v", "check"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let cache = dir.path().join("rapidwasm-data/compiled");
+    let files: Vec<_> = std::fs::read_dir(&cache).expect("the cache directory").flatten().collect();
+    assert_eq!(compiled(&first), files.len(), "one file per compiled component:\n{}", stderr(&first));
+    assert!(files.len() >= 5, "{files:?}");
+
+    let second = run(dir.path(), &["-v", "check"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(compiled(&second), 0, "a restart compiles nothing:\n{}", stderr(&second));
+
+    // A damaged file is ignored and replaced, not trusted.
+    let victim = files[0].path();
+    std::fs::write(&victim, b"not a compiled component").expect("damage a file");
+    let third = run(dir.path(), &["-v", "check"]);
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert_eq!(compiled(&third), 1, "{}", stderr(&third));
+    assert!(stderr(&third).contains("ignoring an unusable compiled component"), "{}", stderr(&third));
+    assert!(std::fs::metadata(&victim).expect("replaced").len() > 1000);
+}

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::state::PluginState;
-use super::{PluginError, PluginKind, bindings};
+use super::{PluginError, PluginKind, bindings, cache};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -80,8 +81,10 @@ impl PluginEngine {
         }
     }
 
-    /// Compile `bytes`, or reuse the component compiled from identical bytes.
-    pub(super) fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+    /// Compile `bytes`, or reuse the component compiled from identical
+    /// bytes: in memory, else in the on-disk cache `disk` when there is one
+    /// (see [`cache`](super::cache)).
+    pub(super) fn compile(&self, plugin: &str, bytes: &[u8], disk: Option<&Path>) -> Result<Component, PluginError> {
         let key = {
             let mut hasher = std::hash::DefaultHasher::new();
             bytes.hash(&mut hasher);
@@ -90,8 +93,20 @@ impl PluginEngine {
         if let Some(component) = self.cached(key) {
             return Ok(component);
         }
-        let component = Component::from_binary(&self.inner.engine, bytes)
-            .map_err(|e| PluginError::Compile { plugin: plugin.to_owned(), reason: format!("{e:#}") })?;
+        let file = disk.map(|dir| cache::path_for(dir, &self.inner.engine, bytes));
+        let component = match file.as_deref().and_then(|file| cache::load(&self.inner.engine, file)) {
+            Some(component) => component,
+            None => {
+                let started = std::time::Instant::now();
+                let component = Component::from_binary(&self.inner.engine, bytes)
+                    .map_err(|e| PluginError::Compile { plugin: plugin.to_owned(), reason: format!("{e:#}") })?;
+                tracing::debug!(plugin, ms = started.elapsed().as_millis() as u64, "compiled");
+                if let Some(file) = &file {
+                    cache::store(&component, file);
+                }
+                component
+            }
+        };
         if let Ok(mut cache) = self.inner.compiled.lock() {
             cache.insert(key, component.clone());
         }

@@ -132,7 +132,7 @@ impl<W: World> Plugin<W> {
             }
             PluginError::WrongWorld { plugin: spec.name.clone(), kind: W::KIND, reason }
         };
-        let component = engine.compile(&spec.name, bytes)?;
+        let component = engine.compile(&spec.name, bytes, spec.compile_cache.as_deref())?;
         let pre = engine.linker(W::KIND).instantiate_pre(&component).map_err(wrong_world)?;
         let pre = W::pre(pre).map_err(wrong_world)?;
         let plugin = Plugin {

@@ -21,6 +21,7 @@
 mod app;
 mod backend;
 pub mod bindings;
+mod cache;
 mod convert;
 mod engine;
 mod instance;
@@ -136,4 +137,7 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// Where a backend may send HTTP requests (apps have no network).
     pub allowed_hosts: AllowedHosts,
+    /// Where compiled components are kept between runs; `None` keeps them
+    /// in memory only.
+    pub compile_cache: Option<std::path::PathBuf>,
 }
