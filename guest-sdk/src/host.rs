@@ -31,6 +31,12 @@ pub fn contact_of(connection: &Connection) -> Result<Option<Contact>, HostError>
     router::contact_of(connection)
 }
 
+/// Create a contact called `name` (speaking `language`, empty when unknown)
+/// and link `connection` to it: RapidSMS's registration.
+pub fn register_contact(connection: &Connection, name: &str, language: &str) -> Result<Contact, HostError> {
+    router::register_contact(connection, name, language)
+}
+
 /// Logging into the host's log; each line is tagged with the plugin's name.
 pub mod log {
     use super::wit_log::{self, Level};

@@ -47,7 +47,8 @@ pub use app::{App, IncomingMessage, OutgoingMessage, Respond};
 pub use backend::{Backend, SendError};
 pub use handlers::{Handler, HandlerResult, Keyword, KeywordHandler, Pattern, PatternHandler};
 pub use host::{
-    Connection, Contact, Fields, HostError, Message, contact_of, log, lookup_connections, receive, send, storage,
+    Connection, Contact, Fields, HostError, Message, contact_of, log, lookup_connections, receive, register_contact,
+    send, storage,
 };
 pub use http::{HttpRequest, HttpResponse};
 pub use settings::Settings;

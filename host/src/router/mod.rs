@@ -368,6 +368,20 @@ impl Router {
         }
     }
 
+    /// Create a contact called `name` and link `connection` to it (the
+    /// connection is created if missing), as RapidSMS's registration does.
+    pub fn register_contact(
+        &self,
+        connection: &Connection,
+        name: &str,
+        language: &str,
+    ) -> Result<Contact, RouterError> {
+        self.inner.store.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
+        let contact = self.inner.store.create_contact(name, language)?;
+        self.inner.store.link_contact(connection, Some(&contact.id))?;
+        Ok(contact)
+    }
+
     fn check_depth(&self, depth: u32) -> Result<(), RouterError> {
         if depth > self.inner.options.max_depth {
             return Err(RouterError::TooDeep(self.inner.options.max_depth));

@@ -131,6 +131,9 @@ impl Store for SledStore {
     }
 
     fn create_contact(&self, name: &str, language: &str) -> Result<Contact, StoreError> {
+        if name.chars().count() > 100 {
+            return Err(StoreError::Invalid { what: "contact name", reason: "is longer than 100 characters".into() });
+        }
         if language.chars().count() > 6 {
             return Err(StoreError::Invalid {
                 what: "language",
