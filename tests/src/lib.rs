@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub mod gateway;
+pub mod guests;
 pub mod system;
 
 use rapidwasm::Host;
