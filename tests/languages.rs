@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use rapidwasm::config::Config;
 use rapidwasm::messages::Connection;
 use rapidwasm::router::{PhaseResult, RouterEvent};
-use rapidwasm_tests::guests::{build_js, build_python, root};
+use rapidwasm::scaffold::{Language, new_app};
+use rapidwasm_tests::guests::{build_js, build_python, componentize_js, componentize_py, root, run};
 use rapidwasm_tests::{TestHost, app, console};
 
 fn built(name: &str) -> PathBuf {
@@ -106,4 +108,61 @@ async fn a_language_runtime_is_still_capped_by_its_memory_limit() {
     };
     assert!(err.starts_with("plugin `hello` failed while starting"), "{err}");
     assert!(err.contains("exceeded its memory limit of 4194304 bytes"), "{err}");
+}
+
+/// Create an app with `rapidwasm new app`, build it with its printed
+/// commands, load it with its generated configuration and say hello.
+async fn scaffolded_app_says_hello(language: Language, name: &str, build: impl FnOnce(&std::path::Path)) {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let project = new_app(language, name, parent.path(), &root().join("guest-sdk")).expect("scaffold");
+    tokio::task::block_in_place(|| build(&project.dir));
+    assert!(project.dir.join(&project.wasm).is_file(), "the build made {}", project.wasm);
+
+    let config = Config::load(&project.dir.join("rapidwasm.toml")).expect("the generated configuration");
+    let host = rapidwasm::Host::start(config, Vec::new()).await.expect("start");
+    let msg = host.router().receive("hello", Connection::new("console", "42"), Default::default()).await;
+    let sent: Vec<String> = msg.expect("receive").sent.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(sent, ["Hello, 42!"], "{language:?}");
+    host.shutdown().expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_rust_app_builds_and_runs() {
+    scaffolded_app_says_hello(Language::Rust, "hello-rs", |dir| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--release", "--target", "wasm32-wasip2"]).current_dir(dir);
+        for var in ["CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            build.env_remove(var);
+        }
+        run("cargo build of the new app", &mut build);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_python_app_builds_and_runs() {
+    scaffolded_app_says_hello(Language::Python, "hello-py", |dir| {
+        run(
+            "componentize-py",
+            std::process::Command::new(componentize_py())
+                .args(["-d", "wit", "-w", "app-plugin", "componentize", "app", "-o", "hello-py.wasm"])
+                .current_dir(dir),
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_javascript_app_builds_and_runs() {
+    scaffolded_app_says_hello(Language::JavaScript, "hello-js", |dir| {
+        // `npm install` there would fetch the same pinned package; share ours.
+        std::os::unix::fs::symlink(componentize_js().join("node_modules"), dir.join("node_modules"))
+            .expect("link node_modules");
+        run(
+            "node build.mjs",
+            std::process::Command::new("node").args(["build.mjs", "app.js", "wit", "hello-js.wasm"]).current_dir(dir),
+        );
+    })
+    .await;
 }

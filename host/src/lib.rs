@@ -39,6 +39,7 @@ pub mod http;
 pub mod messages;
 pub mod plugins;
 pub mod router;
+pub mod scaffold;
 pub mod store;
 
 pub use host::{Host, StartError};

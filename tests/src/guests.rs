@@ -15,7 +15,8 @@ fn tools() -> PathBuf {
     root().join("target/guest-tools")
 }
 
-fn run(what: &str, command: &mut Command) {
+/// Run `command`, panicking with its output if it fails.
+pub fn run(what: &str, command: &mut Command) {
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     assert!(
         output.status.success(),

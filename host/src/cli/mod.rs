@@ -5,7 +5,7 @@ mod print;
 mod remote;
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -94,6 +94,28 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Create a new plugin project.
+    New {
+        /// What to create.
+        #[command(subcommand)]
+        what: New,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum New {
+    /// An app, ready to build, with the WIT it targets and a configuration
+    /// that loads it.
+    App {
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: rapidwasm::scaffold::Language,
+        /// The app's name, also its folder's.
+        name: String,
+        /// The Rust guest SDK's folder (Rust apps depend on it).
+        #[arg(long)]
+        guest_sdk: Option<PathBuf>,
+    },
 }
 
 fn parse_field(text: &str) -> Result<(String, String), String> {
@@ -163,8 +185,13 @@ async fn start_or_forward(config: Config) -> anyhow::Result<Option<Host>> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve { listen: None });
+    // Creating a project needs no configuration.
+    if let Command::New { what } = command {
+        return new_project(what);
+    }
     let config = load_config(cli.config.as_ref())?;
-    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+    match command {
         Command::Serve { listen } => serve(config, listen).await,
         Command::Receive { backend, identity, fields, text } => {
             let fields: Fields = fields.into_iter().collect();
@@ -188,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chat { backend, identity } => chat(config, backend, identity).await,
+        Command::New { what } => new_project(what),
         Command::Check => {
             let host = start(config, Vec::new()).await?;
             let router = host.router();
@@ -207,6 +235,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `rapidwasm new app`: create the project and say how to build and run it.
+fn new_project(what: New) -> anyhow::Result<()> {
+    let New::App { lang, name, guest_sdk } = what;
+    let sdk = guest_sdk.unwrap_or_else(rapidwasm::scaffold::default_guest_sdk);
+    let project = rapidwasm::scaffold::new_app(lang, &name, Path::new("."), &sdk)?;
+    println!("created {}/", project.dir.display());
+    println!("\nbuild it:\n  cd {}", project.dir.display());
+    for step in &project.build {
+        println!("  {step}");
+    }
+    println!("\nrun it (rapidwasm.toml loads {}):\n  {}", project.wasm, project.run);
+    Ok(())
 }
 
 async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
