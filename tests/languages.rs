@@ -96,6 +96,14 @@ async fn a_javascript_app_answers_and_keeps_state_in_storage() {
     // Only the phase it defines is called.
     let phases = t.recorder.phases_of(&t.receive("44", "hello").await.base.id);
     assert_eq!(phases, ["hello.handle"]);
+
+    // A JavaScript exception (the host refuses a storage key over 1024
+    // bytes) traps that call only; the default app answers instead.
+    let long = "9".repeat(1020);
+    let msg = t.receive(&long, "hello").await;
+    assert_eq!(t.recorder.phases_of(&msg.base.id), ["hello.handle!", "default.default"]);
+    assert_eq!(msg.sent.len(), 1);
+    assert_eq!(reply(&t, "42", "hello").await, ["Jambo, 42! (visit 3)"], "a fresh instance serves the next one");
 }
 
 #[tokio::test(flavor = "multi_thread")]
