@@ -187,24 +187,17 @@ def register_contact(connection, name, language=""):
     return wit_router.register_contact(connection, name, language)
 
 
+def _logger(level):
+    return staticmethod(lambda message: wit_log.log(level, message))
+
+
 class log:
-    """Logging into the host's log."""
+    """Logging into the host's log: ``log.info("...")``."""
 
-    @staticmethod
-    def debug(message):
-        wit_log.log(wit_log.Level.DEBUG, message)
-
-    @staticmethod
-    def info(message):
-        wit_log.log(wit_log.Level.INFO, message)
-
-    @staticmethod
-    def warn(message):
-        wit_log.log(wit_log.Level.WARN, message)
-
-    @staticmethod
-    def error(message):
-        wit_log.log(wit_log.Level.ERROR, message)
+    debug = _logger(wit_log.Level.DEBUG)
+    info = _logger(wit_log.Level.INFO)
+    warn = _logger(wit_log.Level.WARN)
+    error = _logger(wit_log.Level.ERROR)
 
 
 class storage:

@@ -183,16 +183,13 @@ impl router::Host for PluginState {
         name: String,
         language: String,
     ) -> wasmtime::Result<Result<types::Contact, HostError>> {
-        Ok(self.register(connection, &name, &language))
-    }
-}
-
-impl PluginState {
-    fn register(&self, connection: types::Connection, name: &str, language: &str) -> Result<types::Contact, HostError> {
-        let connection = from_wit_connection(connection)?;
-        let (router, _) = self.router()?;
-        let contact = router.register_contact(&connection, name, language).map_err(router_error)?;
-        Ok(to_wit_contact(&contact))
+        let registered = || {
+            let connection = from_wit_connection(connection)?;
+            let (router, _) = self.router()?;
+            let contact = router.register_contact(&connection, &name, &language).map_err(router_error)?;
+            Ok(to_wit_contact(&contact))
+        };
+        Ok(registered())
     }
 }
 
