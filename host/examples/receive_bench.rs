@@ -3,11 +3,16 @@
 //! sled).
 //!
 //! ```sh
-//! cargo run --release -p rapidwasm --example receive_bench -- [MESSAGES] [RUNS]
+//! cargo run --release -p rapidwasm --example receive_bench -- [MESSAGES] [RUNS] [APPS.toml]
 //! ```
 //!
 //! Prints the median over RUNS of: microseconds per message routed one at a
 //! time, and messages per second with several routed concurrently.
+//!
+//! `APPS.toml` holds more `[[apps]]` tables, placed before `echo`: every
+//! message then also passes their `handle` (which must not handle "echo …"),
+//! so the difference to a run without them is what their calls cost — for
+//! example a Python or JavaScript app's.
 
 use std::time::Instant;
 
@@ -34,9 +39,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let messages: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let extra = match args.next() {
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?,
+        None => String::new(),
+    };
     let dir = tempfile::tempdir()?;
     let config = Config::parse(
-        &format!("data_dir = {:?}\n{CONFIG}", dir.path().display().to_string()),
+        &format!("data_dir = {:?}\n{extra}\n{CONFIG}", dir.path().display().to_string()),
         "bench",
         dir.path(),
         None,
