@@ -9,10 +9,11 @@
 //! Prints the median over RUNS of: microseconds per message routed one at a
 //! time, and messages per second with several routed concurrently.
 //!
-//! `APPS.toml` holds more `[[apps]]` tables, placed before `echo`: every
-//! message then also passes their `handle` (which must not handle "echo …"),
-//! so the difference to a run without them is what their calls cost — for
-//! example a Python or JavaScript app's.
+//! `APPS.toml` holds `[[apps]]` tables that replace the default app list
+//! (`echo` alone); messages are "echo N" and must be answered with "N".
+//! `bench/apps/rapidsms.toml` is RapidSMS's echo workload (messagelog, echo,
+//! default); putting a Python or JavaScript app in front of `echo` measures
+//! what its calls cost.
 
 use std::time::Instant;
 
@@ -20,11 +21,13 @@ use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
 
-const CONFIG: &str = r#"
+const APPS: &str = r#"
 [[apps]]
 name = "echo"
 plugin = "builtin:echo"
+"#;
 
+const BACKENDS: &str = r#"
 [backends.console]
 plugin = "builtin:console"
 "#;
@@ -39,13 +42,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let messages: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
     let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
-    let extra = match args.next() {
+    let apps = match args.next() {
         Some(path) => std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?,
-        None => String::new(),
+        None => APPS.to_owned(),
     };
     let dir = tempfile::tempdir()?;
     let config = Config::parse(
-        &format!("data_dir = {:?}\n{extra}\n{CONFIG}", dir.path().display().to_string()),
+        &format!("data_dir = {:?}\n{apps}\n{BACKENDS}", dir.path().display().to_string()),
         "bench",
         dir.path(),
         None,
@@ -59,15 +62,23 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut sequential = Vec::new();
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
     let mut concurrent = Vec::new();
     let tasks = 8;
     for _ in 0..runs {
         let start = Instant::now();
+        let mut latencies = Vec::with_capacity(messages);
         for i in 0..messages {
+            let sent = Instant::now();
             let msg = router.receive(format!("echo {i}"), from.clone(), Fields::new()).await?;
-            assert_eq!(msg.sent.len(), 1);
+            latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+            anyhow::ensure!(msg.sent.len() == 1 && msg.sent[0].text == i.to_string(), "echo {i} was not answered");
         }
         sequential.push(start.elapsed().as_secs_f64() * 1e6 / messages as f64);
+        latencies.sort_by(f64::total_cmp);
+        p50.push(latencies[latencies.len() / 2]);
+        p99.push(latencies[latencies.len() * 99 / 100]);
 
         let start = Instant::now();
         let mut handles = Vec::new();
@@ -92,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         "one at a time: median {:.1} µs per message (receive + echo + response + console send)",
         median(sequential)
     );
+    println!("latency one at a time: p50 {:.1} µs, p99 {:.1} µs (medians over runs)", median(p50), median(p99));
     println!("{tasks} concurrent senders: median {:.0} messages/s", median(concurrent));
     host.shutdown()?;
     Ok(())
