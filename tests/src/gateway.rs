@@ -9,36 +9,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 
-/// One request the gateway received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// The method.
-    pub method: String,
-    /// The path.
-    pub path: String,
-    /// The raw query string.
-    pub query: String,
-    /// The headers, names lower-cased.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
+/// One request the gateway received: the host's own request type.
+pub type Recorded = rapidwasm::router::InboundRequest;
+
+/// The query's pairs, decoded as UTF-8.
+pub fn query_pairs(request: &Recorded) -> Vec<(String, String)> {
+    url_pairs(request.query.as_bytes())
 }
 
-impl Recorded {
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// The query's pairs, decoded as UTF-8.
-    pub fn query_pairs(&self) -> Vec<(String, String)> {
-        url_pairs(self.query.as_bytes())
-    }
-
-    /// The body's pairs, when it is a form.
-    pub fn form_pairs(&self) -> Vec<(String, String)> {
-        url_pairs(&self.body)
-    }
+/// The body's pairs, when it is a form.
+pub fn form_pairs(request: &Recorded) -> Vec<(String, String)> {
+    url_pairs(&request.body)
 }
 
 fn url_pairs(input: &[u8]) -> Vec<(String, String)> {

@@ -22,6 +22,13 @@ pub struct InboundRequest {
     pub body: Vec<u8>,
 }
 
+impl InboundRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
 /// A backend's answer to an inbound request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundResponse {
