@@ -15,20 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+mod common;
+
+use common::{median, number_arg, percentile};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let messages: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4000);
-    let clients: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
-    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let messages = number_arg(&mut args, 4000)?;
+    let clients = number_arg(&mut args, 16)?;
+    let runs = number_arg(&mut args, 3)?;
 
     // The outbound gateway: counts what it is sent.
     let delivered = Arc::new(AtomicUsize::new(0));
@@ -96,8 +94,8 @@ async fn main() -> anyhow::Result<()> {
         );
         latencies.sort_by(f64::total_cmp);
         rates.push(latencies.len() as f64 / elapsed);
-        p50s.push(latencies[latencies.len() / 2]);
-        p99s.push(latencies[latencies.len() * 99 / 100]);
+        p50s.push(percentile(&latencies, 50));
+        p99s.push(percentile(&latencies, 99));
     }
 
     println!("messages per run: {}, clients: {clients}, runs: {runs}", messages / clients * clients);

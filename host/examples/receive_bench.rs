@@ -17,6 +17,9 @@
 
 use std::time::Instant;
 
+mod common;
+
+use common::{median, number_arg, percentile};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
@@ -32,16 +35,11 @@ const BACKENDS: &str = r#"
 plugin = "builtin:console"
 "#;
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let messages: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
-    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let messages = number_arg(&mut args, 2000)?;
+    let runs = number_arg(&mut args, 5)?;
     let apps = match args.next() {
         Some(path) => std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?,
         None => APPS.to_owned(),
@@ -77,8 +75,8 @@ async fn main() -> anyhow::Result<()> {
         }
         sequential.push(start.elapsed().as_secs_f64() * 1e6 / messages as f64);
         latencies.sort_by(f64::total_cmp);
-        p50.push(latencies[latencies.len() / 2]);
-        p99.push(latencies[latencies.len() * 99 / 100]);
+        p50.push(percentile(&latencies, 50));
+        p99.push(percentile(&latencies, 99));
 
         let start = Instant::now();
         let mut handles = Vec::new();
