@@ -4,6 +4,26 @@ use crate::host::Message;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::settings::Settings;
 
+#[cfg(feature = "backend")]
+pub use crate::bindings::backend::rapidwasm::messaging::delivery::DeliveryStatus;
+
+/// Tell the host what a gateway reported about outgoing message
+/// `message_id` (the id [`Backend::send`] was given) to `identity`. Returns
+/// false when the host knows no such transmission: it has logged that, and
+/// the gateway should still get a success answer so it stops retrying.
+///
+/// Statuses never move backwards on the host, so pass every report on as
+/// it comes, however late or repeated.
+#[cfg(feature = "backend")]
+pub fn report_delivery(
+    message_id: &str,
+    identity: &str,
+    status: DeliveryStatus,
+    detail: &str,
+) -> Result<bool, crate::host::HostError> {
+    crate::bindings::backend::rapidwasm::messaging::delivery::report(message_id, identity, status, detail)
+}
+
 /// Why a send failed, for all or some identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {

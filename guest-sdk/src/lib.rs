@@ -45,6 +45,8 @@ mod settings;
 
 pub use app::{App, IncomingMessage, OutgoingMessage, Respond};
 pub use backend::{Backend, SendError};
+#[cfg(feature = "backend")]
+pub use backend::{DeliveryStatus, report_delivery};
 pub use handlers::{Handler, HandlerResult, Keyword, KeywordHandler, Pattern, PatternHandler};
 pub use host::{
     Connection, Contact, Fields, HostError, Message, contact_of, log, lookup_connections, receive, register_contact,

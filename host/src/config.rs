@@ -7,6 +7,14 @@
 //! project_name = "RapidSMS"            # fills %(project_name)s
 //! default_response = "Sorry, %(project_name)s could not understand your message."
 //!
+//! [router]                           # like RAPIDSMS_ROUTER
+//! kind = "durable"                     # or "blocking" (the default: in process, nothing stored)
+//! workers = 4                          # durable: routing workers (one per connection at a time)
+//! send_concurrency = 16                # durable: sends in flight per backend
+//! max_attempts = 8                     # durable: tries per transmission before it is a dead letter
+//! retry_initial_ms = 1000              # durable: first retry's wait; doubles each time, with jitter
+//! retry_max_ms = 300000                # durable: longest wait between tries
+//!
 //! [limits]
 //! call_timeout_ms = 1000               # longest one app call may run
 //! backend_call_timeout_ms = 30000      # longest one backend call may run (network included)
@@ -40,6 +48,7 @@ use serde::Deserialize;
 
 use crate::messages::Fields;
 use crate::plugins::{AllowedHosts, Limits};
+use crate::router::{DurableOptions, RetryPolicy};
 
 /// The configuration used when none is given: the example plugins, the
 /// console backend and a store in `./rapidwasm-data`.
@@ -48,6 +57,9 @@ data_dir = "rapidwasm-data"
 listen = "127.0.0.1:8080"
 project_name = "RapidSMS"
 default_response = "Sorry, %(project_name)s could not understand your message."
+
+[router]
+kind = "durable"
 
 [[apps]]
 name = "messagelog"
@@ -100,6 +112,8 @@ pub struct Config {
     pub compile_cache: std::path::PathBuf,
     /// How deeply plugins may nest `receive`/`send`.
     pub max_depth: u32,
+    /// The durable router's settings; `None` for the blocking router.
+    pub durable: Option<DurableOptions>,
     /// Apps, in phase order.
     pub apps: Vec<PluginConfig>,
     /// Backends, by name.
@@ -180,11 +194,24 @@ struct RawConfig {
     project_name: Option<String>,
     default_response: Option<String>,
     #[serde(default)]
+    router: RawRouter,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     apps: Vec<RawApp>,
     #[serde(default)]
     backends: BTreeMap<String, RawBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    kind: Option<String>,
+    workers: Option<u64>,
+    send_concurrency: Option<u64>,
+    max_attempts: Option<u64>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +312,58 @@ impl Config {
             return Err(invalid("limits.max_depth", format!("{max_depth} is outside 1..=64")));
         }
 
+        let router = &raw.router;
+        let durable = match router.kind.as_deref().unwrap_or("blocking") {
+            "blocking" => None,
+            "durable" => {
+                let defaults = DurableOptions::default();
+                let ms = |key: &str, value: Option<u64>, default: Duration| {
+                    let value = value.unwrap_or(default.as_millis() as u64);
+                    in_range(key, value, 1..=86_400_000).map(Duration::from_millis)
+                };
+                let initial_delay =
+                    ms("router.retry_initial_ms", router.retry_initial_ms, defaults.retry.initial_delay)?;
+                let max_delay = ms("router.retry_max_ms", router.retry_max_ms, defaults.retry.max_delay)?;
+                if max_delay < initial_delay {
+                    return Err(invalid("router.retry_max_ms", "is shorter than `router.retry_initial_ms`".into()));
+                }
+                let count = |key: &str, value: Option<u64>, default: usize, max: u64| {
+                    in_range(key, value.unwrap_or(default as u64), 1..=max).map(|v| v as usize)
+                };
+                Some(DurableOptions {
+                    workers: count("router.workers", router.workers, defaults.workers, 256)?,
+                    send_concurrency: count(
+                        "router.send_concurrency",
+                        router.send_concurrency,
+                        defaults.send_concurrency,
+                        1024,
+                    )?,
+                    retry: RetryPolicy {
+                        max_attempts: count("router.max_attempts", router.max_attempts, 8, 1000)? as u32,
+                        initial_delay,
+                        max_delay,
+                    },
+                })
+            }
+            other => {
+                return Err(invalid(
+                    "router.kind",
+                    format!("{other:?} is not a router: use \"blocking\" or \"durable\""),
+                ));
+            }
+        };
+        if durable.is_none()
+            && (
+                router.workers,
+                router.send_concurrency,
+                router.max_attempts,
+                router.retry_initial_ms,
+                router.retry_max_ms,
+            ) != (None, None, None, None, None)
+        {
+            return Err(invalid("router.kind", "the other `router` keys only apply with kind = \"durable\"".into()));
+        }
+
         let project_name = raw.project_name.unwrap_or_else(|| "RapidSMS".to_owned());
         let default_response = raw.default_response.unwrap_or_else(|| DEFAULT_RESPONSE.to_owned());
 
@@ -335,6 +414,7 @@ impl Config {
             limits,
             backend_limits,
             max_depth,
+            durable,
             apps,
             backends,
         })

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, PluginConfig, PluginSource};
 use crate::plugins::{HostContext, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
-use crate::router::{App, Backend, Observer, Router, RouterLink, RouterOptions};
+use crate::router::{App, Backend, Durability, Observer, Router, RouterLink, RouterOptions};
+use crate::store::journal::Journal;
 use crate::store::{SledStore, Store, StoreError};
 
 /// Why the host could not start.
@@ -30,6 +31,12 @@ pub enum StartError {
     /// The WebAssembly engine could not be created.
     #[error("cannot create the WebAssembly engine: {0}")]
     Engine(String),
+    /// The durable router was configured without a journal.
+    #[error("the configuration asks for the durable router, but no journal was given")]
+    NoJournal,
+    /// What the last run left could not be read back.
+    #[error("cannot resume the messages left from the last run: {0}")]
+    Recover(String),
 }
 
 /// A running host: store, plugins and router.
@@ -52,14 +59,20 @@ impl Host {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StoreError::Engine(format!("cannot create the data directory {}: {e}", config.data_dir.display()))
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
-        Self::start_with_store(config, store, observers).await
+        let sled = SledStore::open(&config.data_dir)?;
+        let journal = match config.durable {
+            Some(_) => Some(sled.journal()?),
+            None => None,
+        };
+        Self::start_with_store(config, Arc::new(sled), journal, observers).await
     }
 
-    /// Like [`start`](Self::start), on a store you opened.
+    /// Like [`start`](Self::start), on a store (and, for the durable router,
+    /// a journal) you opened.
     pub async fn start_with_store(
         config: Config,
         store: Arc<dyn Store>,
+        journal: Option<Journal>,
         observers: Vec<Arc<dyn Observer>>,
     ) -> Result<Host, StartError> {
         let engine = PluginEngine::shared().map_err(|e| StartError::Engine(format!("{e:#}")))?;
@@ -80,8 +93,14 @@ impl Host {
             backends.push(Arc::new(WasmBackend::load(&engine, &bytes, spec, host.clone()).await?));
         }
 
-        let options = RouterOptions { max_depth: config.max_depth };
+        let durable = match (config.durable, journal) {
+            (Some(options), Some(journal)) => Some(Durability { journal, options }),
+            (Some(_), None) => return Err(StartError::NoJournal),
+            (None, _) => None,
+        };
+        let options = RouterOptions { max_depth: config.max_depth, durable };
         let router = Router::new(apps, backends, store.clone(), observers, options, &link);
+        router.recover().await.map_err(|e| StartError::Recover(e.to_string()))?;
         Ok(Host { router, store, config })
     }
 
@@ -98,6 +117,21 @@ impl Host {
     /// The configuration the host runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Give the durable router up to `timeout` to route and send what it
+    /// holds; returns how many messages and transmissions are still waiting
+    /// (they are resumed at the next start).
+    pub async fn drain(&self, timeout: std::time::Duration) -> (usize, usize) {
+        let left = self.router.drain(timeout).await;
+        if left != (0, 0) {
+            tracing::warn!(
+                inbox = left.0,
+                outbox = left.1,
+                "stopping with messages still waiting; they are resumed at the next start"
+            );
+        }
+        left
     }
 
     /// Flush the store and stop. Dropping the host also closes the store,

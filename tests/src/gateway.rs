@@ -3,7 +3,9 @@
 //! backends send.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,10 +33,21 @@ pub fn value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// How the gateway answers; changeable while it runs.
+#[derive(Default)]
+struct Behaviour {
+    status: AtomicU16,
+    /// Answer this many more requests with `failure` instead.
+    fail_next: AtomicUsize,
+    failure: AtomicU16,
+    /// Wait this long (ms) after recording a request before answering.
+    delay_ms: AtomicU64,
+}
+
 #[derive(Clone)]
 struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
-    status: StatusCode,
+    behaviour: Arc<Behaviour>,
     body: &'static str,
 }
 
@@ -43,6 +56,7 @@ pub struct Gateway {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    behaviour: Arc<Behaviour>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -53,8 +67,8 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the gateway");
         let addr = listener.local_addr().expect("gateway address");
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let shared =
-            Shared { requests: requests.clone(), status: StatusCode::from_u16(status).expect("a status"), body };
+        let behaviour = Arc::new(Behaviour { status: AtomicU16::new(status), ..Behaviour::default() });
+        let shared = Shared { requests: requests.clone(), behaviour: behaviour.clone(), body };
         let app = axum::Router::new().fallback(record).with_state(shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -64,7 +78,23 @@ impl Gateway {
                 })
                 .await;
         });
-        Gateway { addr, requests, _stop: stop }
+        Gateway { addr, requests, behaviour, _stop: stop }
+    }
+
+    /// Answer every later request with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.behaviour.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answer the next `count` requests with `status`, then as before.
+    pub fn fail_next(&self, count: usize, status: u16) {
+        self.behaviour.failure.store(status, Ordering::SeqCst);
+        self.behaviour.fail_next.store(count, Ordering::SeqCst);
+    }
+
+    /// Hold each answer back this long after recording the request.
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// `host:port`, for `allowed_hosts`.
@@ -101,5 +131,12 @@ async fn record(
         body: body.to_vec(),
     };
     shared.requests.lock().expect("gateway lock").push(recorded);
-    (shared.status, shared.body)
+    let behaviour = &shared.behaviour;
+    let delay = behaviour.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let failing = behaviour.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let status = if failing { &behaviour.failure } else { &behaviour.status };
+    (StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), shared.body)
 }

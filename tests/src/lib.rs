@@ -8,10 +8,11 @@ pub mod gateway;
 pub mod guests;
 pub mod system;
 
-use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields, IncomingMessage};
 use rapidwasm::router::{Observer, PhaseResult, RouterEvent};
+use rapidwasm::store::StoreError;
+use rapidwasm::{Host, StartError};
 
 /// Records every router event.
 #[derive(Default)]
@@ -94,7 +95,18 @@ impl TestHost {
         let toml = config_text(dir.path(), body);
         let config = Config::parse(&toml, "test.toml", dir.path(), None)?;
         let recorder = Arc::new(Recorder::default());
-        let host = Host::start(config, vec![recorder.clone() as Arc<dyn Observer>]).await?;
+        // A host stopped a moment ago may still be letting go of the
+        // database (its journal thread ends after its last user).
+        let mut tries = 0;
+        let host = loop {
+            match Host::start(config.clone(), vec![recorder.clone() as Arc<dyn Observer>]).await {
+                Err(StartError::Store(StoreError::Locked { .. })) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                }
+                started => break started?,
+            }
+        };
         Ok(TestHost { host, recorder, dir, toml })
     }
 
@@ -166,4 +178,34 @@ pub fn console(name: &str, settings: &str) -> String {
 /// An app `name` from built-in plugin `plugin` with `settings`.
 pub fn app(name: &str, plugin: &str, settings: &str) -> String {
     format!("[[apps]]\nname = \"{name}\"\nplugin = \"builtin:{plugin}\"\nsettings = {{ {settings} }}\n")
+}
+
+/// Twilio's webhook signature, computed independently of the plugin: the
+/// Base64 HMAC-SHA1 of the URL followed by the sorted parameters.
+pub fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).expect("any key");
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Call `check` every 20 ms until it returns `Some`, for at most `within`.
+pub async fn eventually<T>(within: std::time::Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

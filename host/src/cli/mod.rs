@@ -1,6 +1,7 @@
 //! The command-line interface, at the edge of the library: parses
 //! arguments, starts a [`Host`] and prints what the router did.
 
+mod journal;
 mod print;
 mod remote;
 
@@ -94,11 +95,47 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Show a stored message, its status and its transmissions (durable router).
+    Status {
+        /// The message's id.
+        id: String,
+    },
+    /// List or re-queue transmissions whose retries ran out (durable router).
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetters,
+    },
     /// Create a new plugin project.
     New {
         /// What to create.
         #[command(subcommand)]
         what: New,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetters {
+    /// Print the dead letters, one per line.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back in the outbox: one, or all with --all.
+    Requeue {
+        /// The outgoing message's id.
+        #[arg(long, required_unless_present = "all")]
+        message: Option<String>,
+        /// The backend of the transmission.
+        #[arg(long, required_unless_present = "all")]
+        backend: Option<String>,
+        /// The identity of the transmission.
+        #[arg(long, required_unless_present = "all")]
+        identity: Option<String>,
+        /// Every dead letter (up to 1000).
+        #[arg(long, conflicts_with_all = ["message", "backend", "identity"])]
+        all: bool,
     },
 }
 
@@ -173,11 +210,24 @@ async fn start(config: Config, observers: Vec<Arc<dyn Observer>>) -> anyhow::Res
     Host::start(config, observers).await.map_err(|err| start_failed(err, &data_dir))
 }
 
+/// How long a one-shot command waits for the durable router to send what
+/// it queued before it exits (what is left is sent at the next start).
+const ONE_SHOT_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Start a host that prints its events, or `None` when a running server
 /// holds the data directory (then the command is sent to that server).
 async fn start_or_forward(config: Config) -> anyhow::Result<Option<Host>> {
+    start_or_forward_with(config, vec![Arc::new(print::Printer::stdout())]).await
+}
+
+/// [`start_or_forward`] without printing events.
+async fn start_or_forward_quietly(config: Config) -> anyhow::Result<Option<Host>> {
+    start_or_forward_with(config, Vec::new()).await
+}
+
+async fn start_or_forward_with(config: Config, observers: Vec<Arc<dyn Observer>>) -> anyhow::Result<Option<Host>> {
     let data_dir = config.data_dir.clone();
-    match Host::start(config, vec![Arc::new(print::Printer::stdout())]).await {
+    match Host::start(config, observers).await {
         Ok(host) => Ok(Some(host)),
         Err(StartError::Store(StoreError::Locked { .. })) => Ok(None),
         Err(err) => Err(start_failed(err, &data_dir)),
@@ -200,6 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return remote::receive(listen, &text, &backend, &identity, fields).await;
             };
             host.router().receive(text, Connection::new(backend, identity), fields).await?;
+            host.drain(ONE_SHOT_DRAIN).await;
             host.shutdown()?;
             Ok(())
         }
@@ -211,6 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let connections = host.router().lookup_connections(&backend, &to)?;
             host.router().send(text, connections, fields).await?;
+            host.drain(ONE_SHOT_DRAIN).await;
             host.shutdown()?;
             Ok(())
         }
@@ -226,6 +278,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             host.shutdown()?;
             Ok(())
         }
+        Command::Status { id } => {
+            let listen = config.listen;
+            let Some(host) = start_or_forward_quietly(config).await? else {
+                return journal::print_status(&remote::get(listen, &format!("/api/v1/messages/{id}")).await?);
+            };
+            let found = host.router().message_record(&id)?;
+            host.shutdown()?;
+            let Some((message, transmissions)) = found else { bail!("no message has the id {id:?}") };
+            let status = rapidwasm::http::message_status(&message, &transmissions).to_owned();
+            journal::print_status(&rapidwasm::http::MessageStatus { message, status, transmissions })
+        }
+        Command::DeadLetters { action } => journal::dead_letters(config, action).await,
         Command::PluginData { plugin, prefix, limit } => {
             let host = start(config, Vec::new()).await?;
             for (key, value) in host.store().plugin_scan(&plugin, &prefix, None, limit)? {
@@ -272,6 +336,7 @@ async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyh
     }
     rapidwasm::http::serve(listener, site, stop_signal()).await?;
     tracing::info!("stopping");
+    host.drain(std::time::Duration::from_secs(5)).await;
     host.shutdown()?;
     Ok(())
 }
@@ -333,6 +398,7 @@ async fn chat(config: Config, backend: String, identity: String) -> anyhow::Resu
             println!("< {}", reply.text);
         }
     }
+    host.drain(ONE_SHOT_DRAIN).await;
     host.shutdown()?;
     Ok(())
 }

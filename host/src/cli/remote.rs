@@ -9,10 +9,22 @@ use rapidwasm::messages::Fields;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-async fn post<B: Serialize, R: DeserializeOwned>(listen: SocketAddr, path: &str, body: &B) -> anyhow::Result<R> {
-    let url = format!("http://{listen}{path}");
+/// POST `body` as JSON to the server at `listen` and decode its answer.
+pub async fn post<B: Serialize, R: DeserializeOwned>(listen: SocketAddr, path: &str, body: &B) -> anyhow::Result<R> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let response = client.post(&url).json(body).send().await.with_context(|| {
+    let url = format!("http://{listen}{path}");
+    call(client.post(&url).json(body), &url).await
+}
+
+/// GET `path` from the server at `listen` and decode its answer.
+pub async fn get<R: DeserializeOwned>(listen: SocketAddr, path: &str) -> anyhow::Result<R> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let url = format!("http://{listen}{path}");
+    call(client.get(&url), &url).await
+}
+
+async fn call<R: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<R> {
+    let response = request.send().await.with_context(|| {
         format!("the data directory is in use, but no rapidwasm server answers at {url} (is it running with another --listen?)")
     })?;
     let status = response.status();

@@ -3,12 +3,12 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::messages::{Connection, Fields, MessageClass};
-use crate::router::{Router, RouterError};
+use crate::router::{Router, RouterError, Submitted};
 use crate::store::StoreError;
 
 /// A connection as the API spells it.
@@ -64,8 +64,14 @@ pub struct ReceiveResponse {
     pub message_id: String,
     /// Whether an app handled it.
     pub handled: bool,
-    /// The responses, in the order they were sent.
+    /// The responses, in the order they were sent (under the durable
+    /// router: queued to be sent).
     pub responses: Vec<ApiResponse>,
+    /// The gateway delivered this message before (same backend and
+    /// `external_id` field): it was not routed again, and `message_id` is
+    /// the first delivery's.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// `POST /api/v1/send`.
@@ -88,6 +94,10 @@ pub struct SendResponse {
     pub message_id: String,
     /// false when an app's outgoing phase cancelled it.
     pub processed: bool,
+    /// The `Idempotency-Key` was used before: nothing was sent, and
+    /// `message_id` is the earlier message's.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// The query of `GET /api/v1/connections`.
@@ -110,7 +120,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable: `invalid_json`, `invalid_request`, `payload_too_large`,
     /// `unsupported_media_type`, `not_found`, `method_not_allowed`,
-    /// `storage_error`, `unavailable`, `backend_failed`, `timeout`.
+    /// `storage_error`, `unavailable`, `backend_failed`, `timeout`,
+    /// `not_durable`, `duplicate`.
     pub code: String,
     /// What went wrong.
     pub message: String,
@@ -167,8 +178,13 @@ impl From<RouterError> for ApiError {
             RouterError::Store(StoreError::Invalid { .. }) | RouterError::TooDeep(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", err.to_string())
             }
+            RouterError::Store(StoreError::NotFound { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+            }
             RouterError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", err.to_string()),
             RouterError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string()),
+            RouterError::NotDurable => ApiError::new(StatusCode::CONFLICT, "not_durable", err.to_string()),
+            RouterError::Duplicate(_) => ApiError::new(StatusCode::CONFLICT, "duplicate", err.to_string()),
         }
     }
 }
@@ -178,7 +194,13 @@ pub(super) async fn receive(
     body: Result<Json<ReceiveRequest>, JsonRejection>,
 ) -> Result<Json<ReceiveResponse>, ApiError> {
     let Json(request) = body?;
-    let msg = router.receive(request.text, Connection::new(request.backend, request.identity), request.fields).await?;
+    let connection = Connection::new(request.backend, request.identity);
+    let msg = match router.receive_submitted(request.text, connection, request.fields).await? {
+        Submitted::New(msg) => msg,
+        Submitted::Duplicate(message_id) => {
+            return Ok(Json(ReceiveResponse { message_id, handled: false, responses: Vec::new(), duplicate: true }));
+        }
+    };
     let responses = msg
         .sent
         .iter()
@@ -190,13 +212,30 @@ pub(super) async fn receive(
             processed: out.processed,
         })
         .collect();
-    Ok(Json(ReceiveResponse { message_id: msg.base.id, handled: msg.base.handled, responses }))
+    Ok(Json(ReceiveResponse { message_id: msg.base.id, handled: msg.base.handled, responses, duplicate: false }))
 }
+
+/// Longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub(super) async fn send(
     State(router): State<Router>,
+    headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<Json<SendResponse>, ApiError> {
+    let client_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_owned()),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                ));
+            }
+        },
+    };
     let Json(request) = body?;
     if request.connections.is_empty() {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "`connections` is empty"));
@@ -206,8 +245,12 @@ pub(super) async fn send(
     for c in &request.connections {
         connections.extend(router.lookup_connections(&c.backend, std::slice::from_ref(&c.identity))?);
     }
-    let msg = router.send(request.text, connections, request.fields).await?;
-    Ok(Json(SendResponse { message_id: msg.base.id, processed: msg.base.processed }))
+    Ok(Json(match router.send_keyed(request.text, connections, request.fields, client_key).await? {
+        Submitted::New(msg) => {
+            SendResponse { message_id: msg.base.id, processed: msg.base.processed, duplicate: false }
+        }
+        Submitted::Duplicate(message_id) => SendResponse { message_id, processed: true, duplicate: true },
+    }))
 }
 
 pub(super) async fn connections(

@@ -7,7 +7,10 @@
 //! | `GET /tester` | the message tester page |
 //! | `GET /api/v1/openapi.json` | the API's OpenAPI description |
 //! | `POST /api/v1/receive` | route an incoming message, answer with its responses |
-//! | `POST /api/v1/send` | send a message |
+//! | `POST /api/v1/send` | send a message (`Idempotency-Key` header: at most once) |
+//! | `GET /api/v1/messages/{id}` | a message, its status and its transmissions (durable router) |
+//! | `GET /api/v1/dead-letters?limit=N` | transmissions whose retries ran out (durable router) |
+//! | `POST /api/v1/dead-letters/requeue` | put one back in the outbox (durable router) |
 //! | `GET /api/v1/connections?backend=B&identity=I` | look connections up (creating them) |
 //! | any `/backends/<name>/...` | handed to backend `<name>`'s component |
 //!
@@ -17,6 +20,7 @@
 
 mod api;
 mod backends;
+mod journal;
 mod page;
 mod tester;
 
@@ -28,8 +32,10 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{any, get, post};
 
 pub use self::api::{
-    ApiConnection, ApiResponse, ErrorBody, ErrorDetail, ReceiveRequest, ReceiveResponse, SendRequest, SendResponse,
+    ApiConnection, ApiResponse, ErrorBody, ErrorDetail, MAX_IDEMPOTENCY_KEY, ReceiveRequest, ReceiveResponse,
+    SendRequest, SendResponse,
 };
+pub use self::journal::{MessageStatus, RequeueRequest, message_status};
 use crate::config::Config;
 use crate::router::Router;
 
@@ -78,6 +84,9 @@ pub fn routes(site: Site) -> HttpRouter {
         .route("/api/v1/receive", post(api::receive))
         .route("/api/v1/send", post(api::send))
         .route("/api/v1/connections", get(api::connections))
+        .route("/api/v1/messages/{id}", get(journal::message))
+        .route("/api/v1/dead-letters", get(journal::dead_letters))
+        .route("/api/v1/dead-letters/requeue", post(journal::requeue))
         .route("/backends/{backend}", any(backends::inbound))
         .route("/backends/{backend}/", any(backends::inbound))
         .route("/backends/{backend}/{*rest}", any(backends::inbound))

@@ -17,6 +17,21 @@ pub mod imports {
     });
 }
 
+/// The host functions only backends may import.
+pub mod backend_imports {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "backend-imports",
+        with: {
+            "rapidwasm:messaging/types@0.1.0": super::imports::rapidwasm::messaging::types,
+        },
+        imports: {
+            "rapidwasm:messaging/delivery.report": async | trappable,
+            default: trappable,
+        },
+    });
+}
+
 /// An app's exports.
 pub mod app {
     wasmtime::component::bindgen!({
@@ -43,6 +58,7 @@ pub mod backend {
             "rapidwasm:messaging/router@0.1.0": super::imports::rapidwasm::messaging::router,
             "rapidwasm:messaging/log@0.1.0": super::imports::rapidwasm::messaging::log,
             "rapidwasm:messaging/storage@0.1.0": super::imports::rapidwasm::messaging::storage,
+            "rapidwasm:messaging/delivery@0.1.0": super::backend_imports::rapidwasm::messaging::delivery,
         },
         exports: { default: async },
     });

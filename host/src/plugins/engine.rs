@@ -52,6 +52,11 @@ impl PluginEngine {
         let apps = base().map_err(anyhow::Error::from)?;
         let mut backends = base().map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut backends).map_err(anyhow::Error::from)?;
+        bindings::backend_imports::BackendImports::add_to_linker::<PluginState, HasSelf<PluginState>>(
+            &mut backends,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)?;
 
         spawn_epoch_ticker(&engine);
         let inner = EngineInner { engine, apps, backends, compiled: Mutex::new(HashMap::new()) };

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::HostContext;
+use super::bindings::backend_imports::rapidwasm::messaging::delivery;
 use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
 use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
 use super::limits::InstanceLimiter;
@@ -15,6 +16,7 @@ use super::outbound::{AllowedHosts, OutboundPolicy};
 use crate::messages::{MessageClass, ReplyTarget, RespondOptions, ResponseContext};
 use crate::router::RouterError;
 use crate::store::StoreError;
+use crate::store::journal::Status;
 
 use types::HostError;
 
@@ -102,6 +104,7 @@ fn router_error(err: RouterError) -> HostError {
         RouterError::TooDeep(limit) => HostError::TooDeep(limit),
         RouterError::Store(err) => store_error(err),
         RouterError::Gone => HostError::Storage("the router has shut down".into()),
+        err @ (RouterError::NotDurable | RouterError::Duplicate(_)) => HostError::InvalidArgument(err.to_string()),
     }
 }
 
@@ -133,8 +136,7 @@ impl router::Host for PluginState {
         let routed = async move {
             let connection = from_wit_connection(connection)?;
             let (router, depth) = route?;
-            let msg = router.receive_at_depth(text, connection, fields_from_wit(fields), depth).await;
-            Ok(msg.map_err(router_error)?.base.id)
+            router.submit(text, connection, fields_from_wit(fields), depth).await.map_err(router_error)
         };
         Ok(routed.await)
     }
@@ -190,6 +192,31 @@ impl router::Host for PluginState {
             Ok(to_wit_contact(&contact))
         };
         Ok(registered())
+    }
+}
+
+impl delivery::Host for PluginState {
+    async fn report(
+        &mut self,
+        message_id: String,
+        identity: String,
+        status: delivery::DeliveryStatus,
+        detail: String,
+    ) -> wasmtime::Result<Result<bool, HostError>> {
+        let status = match status {
+            delivery::DeliveryStatus::Sent => Status::Sent,
+            delivery::DeliveryStatus::Delivered => Status::Delivered,
+            delivery::DeliveryStatus::Failed => Status::Failed,
+        };
+        // A backend reports on its own transmissions only.
+        let backend = self.plugin.clone();
+        let route = self.router();
+        let reported = async move {
+            let (router, _) = route?;
+            let detail = cut(&detail, MAX_LOG_BYTES).to_owned();
+            router.report_delivery(&backend, &message_id, &identity, status, detail).await.map_err(router_error)
+        };
+        Ok(reported.await)
     }
 }
 

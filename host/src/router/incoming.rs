@@ -6,21 +6,24 @@ use crate::messages::IncomingMessage;
 impl Router {
     /// Run every incoming phase on `msg`, then send its responses.
     pub(super) async fn receive_incoming(&self, mut msg: IncomingMessage, depth: u32) -> IncomingMessage {
-        self.emit(RouterEvent::Received {
-            message_id: msg.id.clone(),
-            connection: msg.connections[0].clone(),
-            text: msg.text.clone(),
-        });
-        self.process_phases(&mut msg, depth).await;
+        self.route_phases(&mut msg, depth).await;
         let mut sent = Vec::with_capacity(msg.responses.len());
         for response in &msg.responses {
-            sent.push(self.send_outgoing(response.to_outgoing(), depth).await);
+            let mut out = response.to_outgoing();
+            self.send_outgoing(&mut out, depth).await;
+            sent.push(out);
         }
         msg.sent = sent;
         msg
     }
 
-    async fn process_phases(&self, msg: &mut IncomingMessage, depth: u32) {
+    /// Run the incoming phases on `msg` (the `Received` event first).
+    pub(super) async fn route_phases(&self, msg: &mut IncomingMessage, depth: u32) {
+        self.emit(RouterEvent::Received {
+            message_id: msg.id.clone(),
+            connection: msg.connections[0].clone(),
+            text: msg.text.clone(),
+        });
         for phase in Phase::INCOMING {
             if phase == Phase::Default && msg.handled {
                 continue;

@@ -26,6 +26,7 @@
 //! [`Backend`] traits; [`plugins`](crate::plugins) implements them with
 //! WebAssembly components.
 
+mod durable;
 mod events;
 mod inbound;
 mod incoming;
@@ -36,6 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
+pub use self::durable::{DurableOptions, RetryPolicy, Submitted};
 pub use self::events::{Observer, PhaseResult, RouterEvent};
 pub use self::inbound::{InboundError, InboundRequest, InboundResponse};
 use crate::messages::{Connection, Contact, Fields, IncomingMessage, OutgoingMessage, ResponseContext};
@@ -193,6 +195,13 @@ pub enum RouterError {
     /// The router has been shut down.
     #[error("the router has shut down")]
     Gone,
+    /// The gateway delivered this message before; it was accepted as the
+    /// message with this id.
+    #[error("this message was received before, as message {0}")]
+    Duplicate(String),
+    /// The request needs the durable router (`router = "durable"`).
+    #[error("this needs the durable router (set `router = \"durable\"` in the configuration)")]
+    NotDurable,
 }
 
 /// Router settings.
@@ -200,12 +209,24 @@ pub enum RouterError {
 pub struct RouterOptions {
     /// How deeply plugins may nest `receive`/`send` calls (a loop guard).
     pub max_depth: u32,
+    /// Make the router durable (RapidSMS's `DatabaseRouter`) with this
+    /// journal; `None` routes in process (RapidSMS's `BlockingRouter`).
+    pub durable: Option<Durability>,
 }
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        RouterOptions { max_depth: 8 }
+        RouterOptions { max_depth: 8, durable: None }
     }
+}
+
+/// What makes a router durable: where it journals, and how it works.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// The journal of messages and transmissions.
+    pub journal: crate::store::journal::Journal,
+    /// Workers, concurrency and retries.
+    pub options: DurableOptions,
 }
 
 struct RouterInner {
@@ -214,6 +235,7 @@ struct RouterInner {
     store: Arc<dyn Store>,
     observers: Vec<Arc<dyn Observer>>,
     options: RouterOptions,
+    durable: OnceLock<durable::Durable>,
 }
 
 /// The router. Cheap to clone; clones share one router.
@@ -266,7 +288,12 @@ impl Router {
         link: &RouterLink,
     ) -> Self {
         let backends = backends.into_iter().map(|b| (b.name().to_owned(), b)).collect();
-        let inner = Arc::new(RouterInner { apps, backends, store, observers, options });
+        let durability = options.durable.clone();
+        let inner = Arc::new(RouterInner { apps, backends, store, observers, options, durable: OnceLock::new() });
+        if let Some(Durability { journal, options }) = durability {
+            let durable = durable::Durable::start(journal, options, &inner.backends, &Arc::downgrade(&inner));
+            let _ = inner.durable.set(durable);
+        }
         // A link connects to the first router only; later routers built with
         // the same link are reachable through their own handle.
         let _ = link.slot.set(Arc::downgrade(&inner));
@@ -301,17 +328,25 @@ impl Router {
 
     /// `rapidsms.router.receive`: route `text` from `connection` through
     /// every app and send the responses. Returns the processed message.
+    ///
+    /// Under the durable router the message is stored first and routed by
+    /// its worker; this waits for that, and the responses are queued, not
+    /// yet sent, when it returns. A gateway's redelivery (same backend and
+    /// `external_id` field) is refused with [`RouterError::Duplicate`].
     pub async fn receive(
         &self,
         text: impl Into<String>,
         connection: Connection,
         fields: Fields,
     ) -> Result<IncomingMessage, RouterError> {
-        self.receive_at_depth(text.into(), connection, fields, 0).await
+        match self.receive_submitted(text.into(), connection, fields).await? {
+            Submitted::New(msg) => Ok(msg),
+            Submitted::Duplicate(id) => Err(RouterError::Duplicate(id)),
+        }
     }
 
-    /// [`receive`](Self::receive) called from inside routing, `depth` levels deep.
-    pub async fn receive_at_depth(
+    /// Route a message at once, in this task (the blocking router's way).
+    async fn receive_now(
         &self,
         text: String,
         connection: Connection,
@@ -344,10 +379,51 @@ impl Router {
         fields: Fields,
         depth: u32,
     ) -> Result<OutgoingMessage, RouterError> {
+        match self.send_keyed_at_depth(text, connections, fields, None, depth).await? {
+            Submitted::New(msg) => Ok(msg),
+            // Without a client key there are no duplicates.
+            Submitted::Duplicate(_) => Err(RouterError::Gone),
+        }
+    }
+
+    /// [`send`](Self::send) with a client's idempotency key: a key used
+    /// before sends nothing and answers the earlier message's id. Keys need
+    /// the durable router.
+    pub async fn send_keyed(
+        &self,
+        text: String,
+        connections: Vec<Connection>,
+        fields: Fields,
+        client_key: Option<String>,
+    ) -> Result<Submitted<OutgoingMessage>, RouterError> {
+        self.send_keyed_at_depth(text, connections, fields, client_key, 0).await
+    }
+
+    async fn send_keyed_at_depth(
+        &self,
+        text: String,
+        connections: Vec<Connection>,
+        fields: Fields,
+        client_key: Option<String>,
+        depth: u32,
+    ) -> Result<Submitted<OutgoingMessage>, RouterError> {
         self.check_depth(depth)?;
         let mut msg = OutgoingMessage::new(text, connections);
         msg.fields = fields;
-        Ok(self.send_outgoing(msg, depth).await)
+        if self.durable().is_none() {
+            if client_key.is_some() {
+                return Err(RouterError::NotDurable);
+            }
+            self.send_outgoing(&mut msg, depth).await;
+            return Ok(Submitted::New(msg));
+        }
+        if !self.outgoing_phase(&mut msg, depth).await {
+            return Ok(Submitted::New(msg));
+        }
+        Ok(match self.queue_durably(&msg, depth, client_key).await? {
+            Submitted::New(()) => Submitted::New(msg),
+            Submitted::Duplicate(earlier) => Submitted::Duplicate(earlier),
+        })
     }
 
     /// `rapidsms.router.lookup_connections`: the connections for

@@ -19,7 +19,15 @@ pub fn group_by_backend(connections: &[Connection]) -> BTreeMap<&str, Vec<String
 impl Router {
     /// Run the outgoing phase (apps in reverse order) and, unless an app
     /// cancelled, hand the message to its backends, one call per backend.
-    pub(crate) async fn send_outgoing(&self, mut msg: OutgoingMessage, depth: u32) -> OutgoingMessage {
+    pub(crate) async fn send_outgoing(&self, msg: &mut OutgoingMessage, depth: u32) {
+        if self.outgoing_phase(msg, depth).await {
+            self.deliver(msg, depth).await;
+        }
+    }
+
+    /// Run the outgoing phase (apps in reverse order): false when an app
+    /// cancelled the send; otherwise the message is marked processed.
+    pub(crate) async fn outgoing_phase(&self, msg: &mut OutgoingMessage, depth: u32) -> bool {
         for app in self.inner.apps.iter().rev() {
             if !app.phases().contains(super::Phase::Outgoing) {
                 continue;
@@ -38,11 +46,15 @@ impl Router {
             });
             if cancelled {
                 self.emit(RouterEvent::Cancelled { message_id: msg.id.clone(), app: app.name().to_owned() });
-                return msg;
+                return false;
             }
         }
         msg.processed = true;
+        true
+    }
 
+    /// Hand `msg` to its backends at once, one call per backend.
+    async fn deliver(&self, msg: &OutgoingMessage, depth: u32) {
         let context = msg.extra_backend_context();
         for (backend_name, identities) in group_by_backend(&msg.connections) {
             let Some(backend) = self.inner.backends.get(backend_name) else {
@@ -53,7 +65,7 @@ impl Router {
                 });
                 continue;
             };
-            let (failed, error) = match backend.send(&msg, &identities, &context, depth).await {
+            let (failed, error) = match backend.send(msg, &identities, &context, depth).await {
                 Ok(()) => (Vec::new(), None),
                 Err(err) if err.failed_identities.is_empty() => (identities.clone(), Some(err.message)),
                 Err(err) => (err.failed_identities, Some(err.message)),
@@ -67,7 +79,6 @@ impl Router {
                 error,
             });
         }
-        msg
     }
 }
 

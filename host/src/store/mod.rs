@@ -7,6 +7,7 @@
 //! [`plugins`](crate::plugins), which namespace every key by plugin.
 
 pub mod conformance;
+pub mod journal;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};

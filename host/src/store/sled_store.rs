@@ -66,6 +66,11 @@ impl SledStore {
         })
     }
 
+    /// The durable router's journal, in this database.
+    pub fn journal(&self) -> Result<super::journal::Journal, StoreError> {
+        super::journal::Journal::open(&self.db)
+    }
+
     /// Insert `value` under `key` unless the key exists; either way return
     /// what is stored now.
     fn get_or_insert<T>(&self, tree: &sled::Tree, key: &[u8], value: T) -> Result<T, StoreError>

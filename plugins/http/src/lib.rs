@@ -4,8 +4,11 @@
 //! **Inbound** (`GET` or `POST /backends/<name>/`): the sender and text as
 //! query parameters (GET) or a form body (POST), named `identity` and
 //! `text` unless `identity_name`/`text_name` say otherwise. Both are
-//! stripped and required. Answers `200 OK` with body `OK`, or 400
-//! `form failed to validate: …`; other methods get 405.
+//! stripped and required. With `id_name` set, that parameter (optional) is
+//! the gateway's own message id: it becomes the `external_id` field, so a
+//! gateway's retry of the same message is routed once. Answers `200 OK`
+//! with body `OK`, or 400 `form failed to validate: …`; other methods get
+//! 405.
 //!
 //! **Outbound**: one request per identity to `outbound_url`, a template in
 //! which `{identity}`, `{text}` and `{id}` are replaced by their
@@ -15,7 +18,7 @@
 //! `application/x-www-form-urlencoded`). 2xx is success; a send to several
 //! identities reports exactly those that failed.
 //!
-//! Settings: `identity_name`, `text_name`, `outbound_url`,
+//! Settings: `identity_name`, `text_name`, `id_name`, `outbound_url`,
 //! `outbound_method` (`GET`, the default, or `POST`), `outbound_body`,
 //! `outbound_content_type`, `timeout_ms` (default 10000).
 
@@ -31,6 +34,7 @@ pub struct GenericHttp {
     name: String,
     identity_name: String,
     text_name: String,
+    id_name: Option<String>,
     outbound: Option<Outbound>,
     timeout: Duration,
 }
@@ -46,6 +50,7 @@ impl Backend for GenericHttp {
         self.name = settings.backend_name()?;
         self.identity_name = settings.get_or("identity_name", "identity").to_owned();
         self.text_name = settings.get_or("text_name", "text").to_owned();
+        self.id_name = settings.get("id_name").filter(|n| !n.is_empty()).map(str::to_owned);
         self.timeout = Duration::from_millis(settings.get_u64("timeout_ms")?.unwrap_or(10_000));
         self.outbound = match settings.get("outbound_url").filter(|u| !u.is_empty()) {
             None => None,
@@ -104,7 +109,9 @@ impl Backend for GenericHttp {
             );
         };
         let connection = Connection { backend: self.name.clone(), identity };
-        match receive(&text, &connection, &[]) {
+        let fields: Vec<(String, String)> =
+            self.id_name.as_deref().and_then(value).map(|id| ("external_id".to_owned(), id)).into_iter().collect();
+        match receive(&text, &connection, &fields) {
             Ok(_) => HttpResponse::text(200, "OK"),
             Err(e) => HttpResponse::text(500, format!("the message could not be routed: {e:?}")),
         }

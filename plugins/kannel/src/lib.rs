@@ -8,14 +8,20 @@
 //! text is decoded with the `charset` Kannel names (UTF-8, UTF-16BE/UCS-2,
 //! ISO-8859-1, WINDOWS-1252, US-ASCII), so non-ASCII text arrives intact.
 //!
+//! Add `&message_id=%I` to the get-url and smsbox's retries of one message
+//! are recognised (it becomes the `external_id` field) and routed once.
+//!
 //! **Delivery reports** (`GET /backends/<name>/delivery-report/`): the
 //! fields RapidSMS's `DeliveryReportView` requires, all of them; a valid
-//! report is kept in the plugin's storage under `dlr/<message id>/...` and
-//! answered with 200 and an empty body.
+//! report is kept in the plugin's storage under `dlr/<message id>/...`,
+//! reported to the host (1 → delivered, 2 and 16 → failed, 4 and 8 →
+//! sent), which updates the transmission's status under the durable
+//! router, and answered with 200 and an empty body, also when the id is
+//! unknown (so Kannel does not retry).
 //!
 //! **Outbound**: `GET sendsms_url?<sendsms_params>&to=<identities, space-separated>&text=…&charset=…&coding=…`
-//! (plus `dlr-mask=31&dlr-url=…` when `delivery_report_url` is set), with a
-//! timeout. Text goes as UTF-8; `coding` is 0 (GSM 7-bit) when every
+//! (plus `dlr-mask=31&dlr-url=…` when `delivery_report_url` is set: then one
+//! request per identity, whose report URL names it), with a timeout. Text goes as UTF-8; `coding` is 0 (GSM 7-bit) when every
 //! character is in the GSM alphabet and 2 (UCS-2) otherwise, unless the
 //! `coding` setting fixes it.
 //!
@@ -32,7 +38,8 @@ use std::time::Duration;
 use rapidwasm_guest::http::client::Request;
 use rapidwasm_guest::http::{decode_form, decode_form_bytes, encode_form, encode_form_bytes};
 use rapidwasm_guest::{
-    Backend, Connection, HttpRequest, HttpResponse, Message, SendError, Settings, log, receive, storage,
+    Backend, Connection, DeliveryStatus, HttpRequest, HttpResponse, Message, SendError, Settings, log, receive,
+    report_delivery, storage,
 };
 
 /// The status codes of a Kannel delivery report (`%d`).
@@ -85,18 +92,12 @@ impl Backend for Kannel {
     }
 
     fn send(&self, message: &Message, identities: &[String], _context: &[(String, String)]) -> Result<(), SendError> {
-        let url = self.sendsms_request(message, identities);
-        let response = Request::get(url).timeout(self.timeout).send().map_err(|e| SendError::all(e.to_string()))?;
-        // As RapidSMS: only 4xx and 5xx are failures (Kannel answers 202).
-        if response.status >= 400 {
-            return Err(SendError::all(format!("Kannel answered {}: {}", response.status, response.body_excerpt())));
+        // With delivery reports, one request per identity, so that each
+        // report names the identity exactly as the host knows it.
+        if self.delivery_report_url.is_some() {
+            return SendError::for_each(identities, |identity| self.sendsms(message, &[identity.to_owned()]));
         }
-        log::debug(&format!(
-            "Kannel accepted {} for {}: {}",
-            message.id,
-            identities.join(" "),
-            response.body_excerpt()
-        ));
+        self.sendsms(message, identities).map_err(SendError::all)?;
         Ok(())
     }
 
@@ -113,6 +114,23 @@ impl Backend for Kannel {
 }
 
 impl Kannel {
+    /// One sendsms request.
+    fn sendsms(&self, message: &Message, identities: &[String]) -> Result<(), String> {
+        let url = self.sendsms_request(message, identities);
+        let response = Request::get(url).timeout(self.timeout).send().map_err(|e| e.to_string())?;
+        // As RapidSMS: only 4xx and 5xx are failures (Kannel answers 202).
+        if response.status >= 400 {
+            return Err(format!("Kannel answered {}: {}", response.status, response.body_excerpt()));
+        }
+        log::debug(&format!(
+            "Kannel accepted {} for {}: {}",
+            message.id,
+            identities.join(" "),
+            response.body_excerpt()
+        ));
+        Ok(())
+    }
+
     /// The sendsms URL for `message` to `identities`.
     fn sendsms_request(&self, message: &Message, identities: &[String]) -> String {
         let ucs2 = match self.coding {
@@ -127,9 +145,10 @@ impl Kannel {
         query.push_str("&text=");
         query.push_str(&encode_form_bytes(&text));
         let dlr = self.delivery_report_url.as_ref().map(|base| {
+            let ours = encode_form([("message_id", message.id.as_str()), ("identity", to.as_str())]);
             format!(
-                "{base}/backends/{}/delivery-report/?message_id={}&status=%d&status_text=%A&smsc=%i&sms_id=%I&date_sent=%t&identity=%p",
-                self.name, message.id
+                "{base}/backends/{}/delivery-report/?{ours}&status=%d&status_text=%A&smsc=%i&sms_id=%I&date_sent=%t",
+                self.name
             )
         });
         let charset = if self.utf16 { "UTF-16BE" } else { "UTF-8" };
@@ -164,7 +183,15 @@ impl Kannel {
             return bad_request("`text` is empty");
         }
         let connection = Connection { backend: self.name.clone(), identity: id };
-        match receive(&text, &connection, &[]) {
+        // Kannel's own message id (`%I`), when the get-url passes it, lets
+        // the host recognise smsbox's retries of the same message.
+        let fields: Vec<(String, String)> = value("message_id")
+            .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(|v| ("external_id".to_owned(), v))
+            .into_iter()
+            .collect();
+        match receive(&text, &connection, &fields) {
             Ok(_) => HttpResponse::empty(200),
             Err(e) => {
                 log::error(&format!("cannot route a message from {}: {e:?}", connection.identity));
@@ -205,7 +232,23 @@ fn delivery_report(request: &HttpRequest) -> HttpResponse {
         log::error(&format!("cannot keep a delivery report for {message_id}: {e:?}"));
         return HttpResponse::text(500, "the delivery report could not be stored");
     }
-    log::info(&format!("delivery report for {message_id}: status {status}"));
+    // 1 delivered, 2 failed, 4 buffered, 8 taken by the SMSC, 16 refused by it.
+    let reported = match status {
+        "1" => DeliveryStatus::Delivered,
+        "2" | "16" => DeliveryStatus::Failed,
+        _ => DeliveryStatus::Sent,
+    };
+    let identity = fields[2].1;
+    let status_text = fields[6].1;
+    match report_delivery(message_id, identity, reported, status_text) {
+        Ok(true) => log::info(&format!("delivery report for {message_id} to {identity}: status {status}")),
+        // The host has logged it; Kannel must not keep retrying.
+        Ok(false) => {}
+        Err(e) => {
+            log::error(&format!("cannot record a delivery report for {message_id}: {e:?}"));
+            return HttpResponse::text(500, "the delivery report could not be recorded");
+        }
+    }
     HttpResponse::empty(200)
 }
 

@@ -10,7 +10,10 @@
 //! `num_media`.
 //!
 //! **Status callbacks** (`POST /backends/<name>/status`): signed the same
-//! way; kept in the plugin's storage under `status/<MessageSid>/...`.
+//! way; kept in the plugin's storage under `status/<MessageSid>/...` and
+//! reported to the host (`sent`; `delivered`/`read`; `undelivered`,
+//! `failed`, `canceled`), named by the `message_id` and `identity` this
+//! backend adds to the `StatusCallback` URL of each send.
 //!
 //! **Outbound**: one `POST {api_url}/Accounts/{account_sid}/Messages.json`
 //! per identity, form-encoded `To`, `From`, `Body` and `StatusCallback`
@@ -29,7 +32,8 @@ use hmac::{Hmac, Mac};
 use rapidwasm_guest::http::client::Request;
 use rapidwasm_guest::http::{base64_encode, encode_form, same_secret};
 use rapidwasm_guest::{
-    Backend, Connection, HttpRequest, HttpResponse, Message, SendError, Settings, log, receive, storage,
+    Backend, Connection, DeliveryStatus, HttpRequest, HttpResponse, Message, SendError, Settings, log, receive,
+    report_delivery, storage,
 };
 
 /// The answer to a webhook: TwiML that sends nothing.
@@ -69,7 +73,14 @@ impl Backend for Twilio {
         let url = format!("{}/Accounts/{}/Messages.json", self.api_url, self.account_sid);
         SendError::for_each(identities, |identity| {
             let mut form = vec![("To", identity), ("From", self.from.as_str()), ("Body", &message.text)];
-            if let Some(callback) = &self.status_callback {
+            // The callback names the transmission, so its report matches
+            // even if it comes before Twilio's answer to this request.
+            let callback = self.status_callback.as_ref().map(|base| {
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let ours = encode_form([("message_id", message.id.as_str()), ("identity", identity)]);
+                format!("{base}{separator}{ours}")
+            });
+            if let Some(callback) = &callback {
                 form.push(("StatusCallback", callback));
             }
             let request = Request::post(&url).timeout(self.timeout).basic_auth(&self.account_sid, token).form(form);
@@ -106,7 +117,7 @@ impl Backend for Twilio {
             if let Err(e) = storage::set(&format!("status/{sid}/{:024}", now_nanos()), record.as_bytes()) {
                 return HttpResponse::text(500, format!("the status could not be stored: {e:?}"));
             }
-            return HttpResponse::empty(204);
+            return report_status(request, &value("MessageStatus").unwrap_or_default(), &value("ErrorCode"));
         }
         let Some(from) = value("From").filter(|v| !v.is_empty()) else {
             return HttpResponse::text(400, "form failed to validate: `From` is required");
@@ -121,6 +132,32 @@ impl Backend for Twilio {
             Ok(_) => HttpResponse::empty(200).with_header("content-type", "text/xml").with_body(EMPTY_TWIML),
             Err(e) => HttpResponse::text(500, format!("the message could not be routed: {e:?}")),
         }
+    }
+}
+
+/// Pass a status callback on to the host: the transmission is named by the
+/// `message_id` and `identity` this backend put in the callback's URL.
+fn report_status(request: &HttpRequest, status: &str, error_code: &Option<String>) -> HttpResponse {
+    let query = request.query_pairs();
+    let ours = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (Some(message_id), Some(identity)) = (ours("message_id"), ours("identity")) else {
+        log::warn("a status callback without message_id and identity in its URL; kept, not reported");
+        return HttpResponse::empty(204);
+    };
+    let reported = match status {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" | "read" => DeliveryStatus::Delivered,
+        "undelivered" | "failed" | "canceled" => DeliveryStatus::Failed,
+        // accepted, scheduled, queued, sending: nothing to record yet.
+        _ => return HttpResponse::empty(204),
+    };
+    let detail = match error_code {
+        Some(code) if !code.is_empty() => format!("Twilio {status}, error {code}"),
+        _ => format!("Twilio {status}"),
+    };
+    match report_delivery(&message_id, &identity, reported, &detail) {
+        Ok(_) => HttpResponse::empty(204),
+        Err(e) => HttpResponse::text(500, format!("the status could not be recorded: {e:?}")),
     }
 }
 

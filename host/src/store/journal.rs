@@ -1,0 +1,760 @@
+//! The durable router's journal: messages, their transmissions, the inbox
+//! (accepted, not yet routed) and the outbox (queued, not yet sent), kept in
+//! one sled tree.
+//!
+//! Every write goes through one committer thread. It runs the writes it has
+//! been handed in order, each as one atomic batch, then makes them durable
+//! with a single `flush` (an fsync) before answering any of them: a *group
+//! commit*. A lone message pays one fsync; a hundred concurrent ones share
+//! one. Because the committer is the only writer, a write's read-modify-write
+//! (a status that must not move backwards, a deduplication key) needs no
+//! further locking.
+//!
+//! Keys (one tree, `journal`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `m/<message id>` | [`MessageRecord`] |
+//! | `t/<message id> NUL <backend> NUL <identity>` | [`TransmissionRecord`] |
+//! | `i/<seq>` | id of an accepted incoming message not yet routed |
+//! | `o/<seq>` | key of a transmission still to send |
+//! | `d/<transmission key>` | a dead letter: retries exhausted |
+//! | `x/<backend> NUL <external id>` | the message a gateway's id was accepted as |
+//! | `k/<client key>` | the message a client's idempotency key was sent as |
+//!
+//! `<seq>` is a big-endian number from sled's id generator, so the inbox and
+//! the outbox iterate in the order things were accepted.
+
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, now_ms};
+use crate::messages::{Connection, Fields, MessageClass};
+
+/// Whether a message came in or goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received from a backend.
+    Incoming,
+    /// Sent through backends.
+    Outgoing,
+}
+
+/// Where one transmission (a message to one connection) stands.
+///
+/// A status only moves forward: `queued` → `sent` → `delivered` or
+/// `failed`. Reports that would move it backwards are ignored, so late,
+/// duplicated or reordered delivery reports do no harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting to be handed to the backend (first try or a retry).
+    Queued,
+    /// The backend accepted it.
+    Sent,
+    /// The gateway reported it delivered.
+    Delivered,
+    /// The gateway reported it failed, or every retry failed.
+    Failed,
+}
+
+impl Status {
+    fn rank(self) -> u8 {
+        match self {
+            Status::Queued => 0,
+            Status::Sent => 1,
+            Status::Delivered | Status::Failed => 2,
+        }
+    }
+
+    /// The status's name, as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// A stored message, incoming or outgoing (RapidSMS's `db.Message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The message's id.
+    pub id: String,
+    /// In or out.
+    pub direction: Direction,
+    /// The text.
+    pub text: String,
+    /// Where it came from or goes to.
+    pub connections: Vec<Connection>,
+    /// Its fields.
+    pub fields: Fields,
+    /// The message it answers.
+    pub in_response_to: Option<String>,
+    /// The answered message's `external_id`, for backends.
+    pub external_id: Option<String>,
+    /// Ordinary or error message.
+    pub class: MessageClass,
+    /// Milliseconds since the Unix epoch.
+    pub created_on: u64,
+    /// Incoming: when routing finished.
+    pub routed_on: Option<u64>,
+    /// Incoming: an app's `handle` took it.
+    pub handled: bool,
+    /// Incoming: the ids of the responses it produced, in order.
+    pub responses: Vec<String>,
+    /// How deeply routing was nested in plugins' calls when it was made
+    /// (the loop guard carries across the queue).
+    #[serde(default)]
+    pub depth: u32,
+}
+
+/// One message to one connection, and how its delivery went (RapidSMS's
+/// `db.Transmission`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransmissionRecord {
+    /// The outgoing message.
+    pub message_id: String,
+    /// Where it goes.
+    pub connection: Connection,
+    /// Where it stands.
+    pub status: Status,
+    /// Sends tried so far.
+    pub attempts: u32,
+    /// When the next try is due (ms since the epoch), while queued.
+    pub next_attempt_on: Option<u64>,
+    /// The last error the backend or the gateway reported.
+    pub error: Option<String>,
+    /// Retries ran out: an operator may re-queue it.
+    pub dead_letter: bool,
+    /// Its place in the outbox while queued.
+    pub seq: Option<u64>,
+    /// When it was queued (ms since the epoch).
+    pub queued_on: u64,
+    /// When the backend accepted it.
+    pub sent_on: Option<u64>,
+    /// When the gateway reported it delivered.
+    pub delivered_on: Option<u64>,
+    /// When it failed for good.
+    pub failed_on: Option<u64>,
+}
+
+impl TransmissionRecord {
+    /// Its key.
+    pub fn key(&self) -> TransmissionKey {
+        TransmissionKey { message_id: self.message_id.clone(), connection: self.connection.clone() }
+    }
+}
+
+/// Names one transmission: a message id and a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TransmissionKey {
+    /// The outgoing message.
+    pub message_id: String,
+    /// Where it goes.
+    pub connection: Connection,
+}
+
+impl TransmissionKey {
+    fn bytes(&self) -> Vec<u8> {
+        let mut key = message_transmissions_prefix(&self.message_id);
+        key.extend_from_slice(self.connection.backend.as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.connection.identity.as_bytes());
+        key
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let rest = bytes.strip_prefix(b"t/")?;
+        let mut parts = rest.splitn(3, |b| *b == 0);
+        let message_id = std::str::from_utf8(parts.next()?).ok()?;
+        let backend = std::str::from_utf8(parts.next()?).ok()?;
+        let identity = std::str::from_utf8(parts.next()?).ok()?;
+        Some(TransmissionKey { message_id: message_id.to_owned(), connection: Connection::new(backend, identity) })
+    }
+}
+
+/// An outgoing message about to be queued, with the connections it goes to.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The message.
+    pub record: MessageRecord,
+    /// Its connections; one that cannot be sent at all carries the reason
+    /// and is stored as a dead letter at once.
+    pub transmissions: Vec<(Connection, Option<String>)>,
+}
+
+/// A transmission waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Which one.
+    pub key: TransmissionKey,
+    /// Its place in the outbox.
+    pub seq: u64,
+    /// Sends tried so far.
+    pub attempts: u32,
+    /// Not before this time (ms since the epoch).
+    pub not_before: u64,
+}
+
+/// What accepting an incoming message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// It is stored and waits in the inbox at `seq`.
+    New {
+        /// Its place in the inbox.
+        seq: u64,
+    },
+    /// The gateway sent it before: it was accepted as `message_id`.
+    Duplicate {
+        /// The earlier message.
+        message_id: String,
+    },
+}
+
+/// The outcome of one try at sending a transmission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The backend took it.
+    Sent,
+    /// It failed and is tried again at `at` (ms since the epoch).
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        at: u64,
+    },
+    /// It failed and no try is left: a dead letter.
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&sled::Db, &sled::Tree) -> Finish + Send>;
+
+/// Most writes one group commit takes before it flushes.
+const MAX_GROUP: usize = 4096;
+
+/// The journal. Cheap to clone; clones share the committer.
+#[derive(Clone)]
+pub struct Journal {
+    tree: sled::Tree,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+fn engine(err: sled::Error) -> StoreError {
+    StoreError::Engine(err.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Engine(format!("cannot encode a record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+fn message_key(id: &str) -> Vec<u8> {
+    [b"m/", id.as_bytes()].concat()
+}
+
+fn message_transmissions_prefix(id: &str) -> Vec<u8> {
+    [b"t/", id.as_bytes(), b"\0"].concat()
+}
+
+fn seq_key(prefix: &[u8; 2], seq: u64) -> Vec<u8> {
+    [&prefix[..], &seq.to_be_bytes()].concat()
+}
+
+fn dead_key(key: &TransmissionKey) -> Vec<u8> {
+    [b"d/".as_slice(), &key.bytes()].concat()
+}
+
+fn external_key(backend: &str, external_id: &str) -> Vec<u8> {
+    [b"x/", backend.as_bytes(), b"\0", external_id.as_bytes()].concat()
+}
+
+fn client_key(key: &str) -> Vec<u8> {
+    [b"k/", key.as_bytes()].concat()
+}
+
+fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    match tree.get(key).map_err(engine)? {
+        Some(bytes) => decode(key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn id_at(tree: &sled::Tree, key: &[u8]) -> Result<Option<String>, StoreError> {
+    Ok(tree.get(key).map_err(engine)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Add `staged`'s message and transmissions to `batch`; return the queued ones.
+fn stage(db: &sled::Db, batch: &mut sled::Batch, staged: &Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
+    batch.insert(message_key(&staged.record.id), encode(&staged.record)?);
+    let mut queued = Vec::new();
+    for (connection, refusal) in &staged.transmissions {
+        let key = TransmissionKey { message_id: staged.record.id.clone(), connection: connection.clone() };
+        let mut record = TransmissionRecord {
+            message_id: key.message_id.clone(),
+            connection: connection.clone(),
+            status: Status::Queued,
+            attempts: 0,
+            next_attempt_on: Some(now),
+            error: None,
+            dead_letter: false,
+            seq: None,
+            queued_on: now,
+            sent_on: None,
+            delivered_on: None,
+            failed_on: None,
+        };
+        match refusal {
+            Some(error) => {
+                record.status = Status::Failed;
+                record.error = Some(error.clone());
+                record.dead_letter = true;
+                record.failed_on = Some(now);
+                record.next_attempt_on = None;
+                batch.insert(dead_key(&key), &[][..]);
+            }
+            None => {
+                let seq = db.generate_id().map_err(engine)?;
+                record.seq = Some(seq);
+                batch.insert(seq_key(b"o/", seq), key.bytes());
+                queued.push(Queued { key: key.clone(), seq, attempts: 0, not_before: now });
+            }
+        }
+        batch.insert(key.bytes(), encode(&record)?);
+    }
+    Ok(queued)
+}
+
+impl Journal {
+    /// The journal in `db`'s tree `journal`, with its committer thread.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let tree = db.open_tree("journal").map_err(engine)?;
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (db, committer_tree) = (db.clone(), tree.clone());
+        std::thread::Builder::new()
+            .name("rapidwasm-journal".into())
+            .spawn(move || commit_loop(&db, &committer_tree, &receiver))
+            .map_err(|e| StoreError::Engine(format!("cannot start the journal's committer: {e}")))?;
+        Ok(Journal { tree, jobs })
+    }
+
+    /// Run `work` on the committer thread and answer once it is durable.
+    async fn commit<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |db, tree| {
+            let result = work(db, tree);
+            Box::new(move |flushed: Result<(), String>| {
+                let result = match flushed {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Engine(format!("cannot make the journal durable: {e}"))),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        let gone = || StoreError::Engine("the journal's committer has stopped".into());
+        self.jobs.send(job).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
+
+    /// Store an incoming message and put it in the inbox, unless its backend
+    /// already accepted a message with the same non-empty `external_id`
+    /// field (a gateway's redelivery).
+    pub async fn accept_incoming(&self, record: MessageRecord) -> Result<Accepted, StoreError> {
+        self.commit(move |db, tree| {
+            let dedup = match (record.connections.first(), record.fields.get("external_id")) {
+                (Some(c), Some(external)) if !external.is_empty() => Some(external_key(&c.backend, external)),
+                _ => None,
+            };
+            if let Some(key) = &dedup
+                && let Some(message_id) = id_at(tree, key)?
+                && tree.contains_key(message_key(&message_id)).map_err(engine)?
+            {
+                return Ok(Accepted::Duplicate { message_id });
+            }
+            let seq = db.generate_id().map_err(engine)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(message_key(&record.id), encode(&record)?);
+            batch.insert(seq_key(b"i/", seq), record.id.as_bytes());
+            if let Some(key) = dedup {
+                batch.insert(key, record.id.as_bytes());
+            }
+            tree.apply_batch(batch).map_err(engine)?;
+            Ok(Accepted::New { seq })
+        })
+        .await
+    }
+
+    /// Record that incoming message `routed` (taken from inbox place `seq`)
+    /// has been routed, and queue its responses, all in one atomic write.
+    pub async fn finish_incoming(
+        &self,
+        seq: u64,
+        routed: MessageRecord,
+        responses: Vec<Staged>,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.commit(move |db, tree| {
+            let now = now_ms();
+            let mut batch = sled::Batch::default();
+            let mut queued = Vec::new();
+            for staged in &responses {
+                queued.extend(stage(db, &mut batch, staged, now)?);
+            }
+            batch.insert(message_key(&routed.id), encode(&routed)?);
+            batch.remove(seq_key(b"i/", seq));
+            tree.apply_batch(batch).map_err(engine)?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    /// Queue an outgoing message. With a `client` key that was used before,
+    /// nothing is queued and the earlier message's id is returned instead.
+    pub async fn queue_outgoing(
+        &self,
+        staged: Staged,
+        client: Option<String>,
+    ) -> Result<Result<Vec<Queued>, String>, StoreError> {
+        self.commit(move |db, tree| {
+            if let Some(key) = &client
+                && let Some(earlier) = id_at(tree, &client_key(key))?
+            {
+                return Ok(Err(earlier));
+            }
+            let mut batch = sled::Batch::default();
+            let queued = stage(db, &mut batch, &staged, now_ms())?;
+            if let Some(key) = &client {
+                batch.insert(client_key(key), staged.record.id.as_bytes());
+            }
+            tree.apply_batch(batch).map_err(engine)?;
+            Ok(Ok(queued))
+        })
+        .await
+    }
+
+    /// Record the outcome of send attempts; returns the updated records.
+    pub async fn record_attempts(
+        &self,
+        outcomes: Vec<(TransmissionKey, Attempt)>,
+    ) -> Result<Vec<TransmissionRecord>, StoreError> {
+        self.commit(move |_, tree| {
+            let now = now_ms();
+            let mut batch = sled::Batch::default();
+            let mut updated = Vec::with_capacity(outcomes.len());
+            for (key, attempt) in outcomes {
+                let bytes = key.bytes();
+                let Some(mut record) = get::<TransmissionRecord>(tree, &bytes)? else {
+                    return Err(StoreError::NotFound {
+                        what: "transmission",
+                        id: String::from_utf8_lossy(&bytes).into(),
+                    });
+                };
+                record.attempts += 1;
+                let done = match attempt {
+                    Attempt::Sent => {
+                        record.sent_on.get_or_insert(now);
+                        if record.status.rank() < Status::Sent.rank() {
+                            record.status = Status::Sent;
+                        }
+                        record.error = None;
+                        true
+                    }
+                    Attempt::Retry { error, at } => {
+                        record.error = Some(error);
+                        record.next_attempt_on = Some(at);
+                        false
+                    }
+                    Attempt::Dead { error } => {
+                        record.error = Some(error);
+                        if record.status.rank() < Status::Failed.rank() {
+                            record.status = Status::Failed;
+                            record.failed_on = Some(now);
+                        }
+                        record.dead_letter = true;
+                        batch.insert(dead_key(&key), &[][..]);
+                        true
+                    }
+                };
+                if done {
+                    if let Some(seq) = record.seq.take() {
+                        batch.remove(seq_key(b"o/", seq));
+                    }
+                    record.next_attempt_on = None;
+                }
+                batch.insert(bytes, encode(&record)?);
+                updated.push(record);
+            }
+            tree.apply_batch(batch).map_err(engine)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    /// Apply a gateway's report on a transmission. `None` when no such
+    /// transmission exists. A report that would move the status backwards
+    /// is kept as the error text only.
+    pub async fn report(
+        &self,
+        key: TransmissionKey,
+        status: Status,
+        detail: String,
+    ) -> Result<Option<TransmissionRecord>, StoreError> {
+        self.commit(move |_, tree| {
+            let bytes = key.bytes();
+            let Some(mut record) = get::<TransmissionRecord>(tree, &bytes)? else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            if status.rank() > record.status.rank() {
+                record.status = status;
+                match status {
+                    Status::Delivered => record.delivered_on = Some(now),
+                    Status::Failed => record.failed_on = Some(now),
+                    Status::Sent => {
+                        record.sent_on.get_or_insert(now);
+                    }
+                    Status::Queued => {}
+                }
+            }
+            if status == Status::Failed && !detail.is_empty() {
+                record.error = Some(detail);
+            }
+            tree.insert(bytes, encode(&record)?).map_err(engine)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    /// Put a dead letter back in the outbox, with its tries reset.
+    pub async fn requeue(&self, key: TransmissionKey) -> Result<Queued, StoreError> {
+        self.commit(move |db, tree| {
+            let bytes = key.bytes();
+            let not_found = || StoreError::NotFound {
+                what: "dead letter",
+                id: format!("{} to {}", key.message_id, key.connection),
+            };
+            let mut record = get::<TransmissionRecord>(tree, &bytes)?.ok_or_else(not_found)?;
+            if !record.dead_letter {
+                return Err(not_found());
+            }
+            let now = now_ms();
+            let seq = db.generate_id().map_err(engine)?;
+            record.dead_letter = false;
+            record.status = Status::Queued;
+            record.attempts = 0;
+            record.failed_on = None;
+            record.seq = Some(seq);
+            record.next_attempt_on = Some(now);
+            let mut batch = sled::Batch::default();
+            batch.remove(dead_key(&key));
+            batch.insert(seq_key(b"o/", seq), bytes.clone());
+            batch.insert(bytes, encode(&record)?);
+            tree.apply_batch(batch).map_err(engine)?;
+            Ok(Queued { key, seq, attempts: 0, not_before: now })
+        })
+        .await
+    }
+
+    /// The message with this id.
+    pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        get(&self.tree, &message_key(id))
+    }
+
+    /// The transmissions of message `id`.
+    pub fn transmissions(&self, id: &str) -> Result<Vec<TransmissionRecord>, StoreError> {
+        self.tree
+            .scan_prefix(message_transmissions_prefix(id))
+            .map(|item| {
+                let (key, value) = item.map_err(engine)?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The transmission with this key.
+    pub fn transmission(&self, key: &TransmissionKey) -> Result<Option<TransmissionRecord>, StoreError> {
+        get(&self.tree, &key.bytes())
+    }
+
+    /// Up to `limit` dead letters, oldest message id first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<TransmissionRecord>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.tree.scan_prefix(b"d/").take(limit) {
+            let (key, _) = item.map_err(engine)?;
+            if let Some(record) = get(&self.tree, &key[2..])? {
+                found.push(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The incoming messages accepted but not yet routed, oldest first.
+    pub fn inbox(&self) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.tree.scan_prefix(b"i/") {
+            let (key, id) = item.map_err(engine)?;
+            let seq = seq_of(&key)?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            match self.message(&id)? {
+                Some(record) => found.push((seq, record)),
+                None => tracing::warn!(message_id = %id, "the inbox names a message that is not stored; skipped"),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The transmissions still to send, in the order they were queued.
+    pub fn outbox(&self) -> Result<Vec<Queued>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.tree.scan_prefix(b"o/") {
+            let (key, tx) = item.map_err(engine)?;
+            let seq = seq_of(&key)?;
+            let Some(tx_key) = TransmissionKey::parse(&tx) else {
+                return Err(StoreError::Corrupt { key: format!("o/{seq}"), reason: "not a transmission key".into() });
+            };
+            if let Some(record) = self.transmission(&tx_key)? {
+                let not_before = record.next_attempt_on.unwrap_or(0);
+                found.push(Queued { key: tx_key, seq, attempts: record.attempts, not_before });
+            }
+        }
+        Ok(found)
+    }
+
+    /// How many messages wait in the inbox and transmissions in the outbox.
+    pub fn backlog(&self) -> (usize, usize) {
+        (self.tree.scan_prefix(b"i/").count(), self.tree.scan_prefix(b"o/").count())
+    }
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key.get(2..10).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "not a sequence key".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The committer: run every waiting job, flush once, answer them all.
+fn commit_loop(db: &sled::Db, tree: &sled::Tree, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut finishing = vec![first(db, tree)];
+        while finishing.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => finishing.push(job(db, tree)),
+                Err(_) => break,
+            }
+        }
+        let flushed = db.flush().map(drop).map_err(|e| e.to_string());
+        for finish in finishing {
+            finish(flushed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, direction: Direction, external: Option<&str>) -> MessageRecord {
+        let mut fields = Fields::new();
+        if let Some(e) = external {
+            fields.insert("external_id".into(), e.into());
+        }
+        MessageRecord {
+            id: id.into(),
+            direction,
+            text: "hi".into(),
+            connections: vec![Connection::new("sms", "1")],
+            fields,
+            in_response_to: None,
+            external_id: None,
+            class: MessageClass::Outgoing,
+            created_on: 1,
+            routed_on: None,
+            handled: false,
+            responses: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path()).open().expect("open");
+        (dir, Journal::open(&db).expect("journal"))
+    }
+
+    #[tokio::test]
+    async fn redelivered_messages_are_accepted_once() {
+        let (_dir, journal) = open();
+        let first = journal.accept_incoming(record("a", Direction::Incoming, Some("gw-1"))).await.expect("accept");
+        assert!(matches!(first, Accepted::New { .. }));
+        let again = journal.accept_incoming(record("b", Direction::Incoming, Some("gw-1"))).await.expect("accept");
+        assert_eq!(again, Accepted::Duplicate { message_id: "a".into() });
+        let other = journal.accept_incoming(record("c", Direction::Incoming, None)).await.expect("accept");
+        assert!(matches!(other, Accepted::New { .. }));
+        assert_eq!(journal.inbox().expect("inbox").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn statuses_never_move_backwards() {
+        let (_dir, journal) = open();
+        let staged = Staged {
+            record: record("m", Direction::Outgoing, None),
+            transmissions: vec![(Connection::new("sms", "1"), None)],
+        };
+        let queued = journal.queue_outgoing(staged, None).await.expect("queue").expect("new");
+        let key = queued[0].key.clone();
+        // The report overtakes the send's own record.
+        let reported = journal.report(key.clone(), Status::Delivered, String::new()).await.expect("report");
+        assert_eq!(reported.map(|r| r.status), Some(Status::Delivered));
+        let after = journal.record_attempts(vec![(key.clone(), Attempt::Sent)]).await.expect("sent");
+        assert_eq!(after[0].status, Status::Delivered);
+        let late = journal.report(key.clone(), Status::Sent, String::new()).await.expect("report");
+        assert_eq!(late.map(|r| r.status), Some(Status::Delivered));
+        assert!(journal.outbox().expect("outbox").is_empty());
+        let unknown = TransmissionKey { message_id: "nope".into(), connection: Connection::new("sms", "1") };
+        assert_eq!(journal.report(unknown, Status::Delivered, String::new()).await.expect("report"), None);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_can_be_requeued_and_client_keys_dedupe() {
+        let (_dir, journal) = open();
+        let staged = Staged {
+            record: record("m", Direction::Outgoing, None),
+            transmissions: vec![(Connection::new("sms", "1"), None)],
+        };
+        let queued = journal.queue_outgoing(staged.clone(), Some("k1".into())).await.expect("queue").expect("new");
+        assert_eq!(journal.queue_outgoing(staged, Some("k1".into())).await.expect("queue"), Err("m".into()));
+        let key = queued[0].key.clone();
+        journal.record_attempts(vec![(key.clone(), Attempt::Dead { error: "down".into() })]).await.expect("dead");
+        let dead = journal.dead_letters(10).expect("dead letters");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].status, Status::Failed);
+        assert!(journal.outbox().expect("outbox").is_empty());
+        let requeued = journal.requeue(key.clone()).await.expect("requeue");
+        assert_eq!(journal.outbox().expect("outbox"), vec![requeued]);
+        assert!(journal.dead_letters(10).expect("dead letters").is_empty());
+        assert!(journal.requeue(key).await.is_err(), "only dead letters are re-queued");
+    }
+}
