@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rapidwasm::store::journal::Status;
 use rapidwasm_tests::system::{Process, free_port, require, wait_for_port};
-use rapidwasm_tests::{TestHost, app, backend};
+use rapidwasm_tests::{TestHost, app, backend, eventually};
 
 const BEARERBOX: &str = "/usr/sbin/bearerbox";
 const SMSBOX: &str = "/usr/sbin/smsbox";
@@ -129,7 +130,7 @@ group = sms-service
 keyword = default
 catch-all = yes
 max-messages = 0
-get-url = "{host_url}/backends/kannel/?id=%p&text=%a&charset=%C&coding=%c"
+get-url = "{host_url}/backends/kannel/?id=%p&text=%a&charset=%C&coding=%c&message_id=%I"
 "#,
         admin = ports.admin,
         smsbox = ports.smsbox,
@@ -174,15 +175,23 @@ async fn a_real_kannel_delivers_the_echo_reply() {
     require(BEARERBOX, &["kannel"]);
     require(FAKESMSC, &["kannel-extras"]);
     let ports = Ports { admin: free_port(), smsbox: free_port(), smsc: free_port(), sendsms: free_port() };
+    // The host's port must be known before its configuration names it as
+    // the delivery report URL.
+    let host_port = free_port();
     let settings = format!(
         "sendsms_url = \"http://127.0.0.1:{}/cgi-bin/sendsms\", sendsms_params = {{ username = \"rapidsms\", \
-         password = \"s3cret\", from = \"555\", smsc = \"fake\" }}",
+         password = \"s3cret\", from = \"555\", smsc = \"fake\" }}, \
+         delivery_report_url = \"http://127.0.0.1:{host_port}\"",
         ports.sendsms
     );
     let allowed = format!("127.0.0.1:{}", ports.sendsms);
-    let body = format!("{}{}", app("echo", "echo", ""), backend("kannel", "kannel", &[&allowed], &settings));
+    let body = format!(
+        "[router]\nkind = \"durable\"\n{}{}",
+        app("echo", "echo", ""),
+        backend("kannel", "kannel", &[&allowed], &settings)
+    );
     let t = TestHost::start(&body).await.expect("start the host");
-    let served = t.serve().await;
+    let served = t.serve_on(host_port).await;
     let kannel = Kannel::start(ports, &served.base);
 
     let exchange = |message: &'static str| {
@@ -220,4 +229,47 @@ async fn a_real_kannel_delivers_the_echo_reply() {
         received,
         ["+256700000001: echo hello world", "+256700000002: echo café мир", "+256700000003: echo Привет 👍"]
     );
+
+    // Kannel's own message id became the `external_id` field, so smsbox's
+    // retries would be recognised.
+    let router = t.host.router();
+    let incoming: Vec<String> = t
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            rapidwasm::router::RouterEvent::Received { message_id, .. } => Some(message_id),
+            _ => None,
+        })
+        .collect();
+    for id in &incoming {
+        let (record, _) = router.message_record(id).expect("read").expect("stored");
+        let external = record.fields.get("external_id").map(String::as_str).unwrap_or_default();
+        assert_eq!(external.len(), 36, "Kannel's UUID: {external:?}");
+    }
+
+    // Kannel reported on each reply (dlr-mask 31: the SMSC took it), by the
+    // URL the backend gave it, and the host matched every report.
+    let sent: Vec<String> = t
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            rapidwasm::router::RouterEvent::Sent { message_id, .. } => Some(message_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 3);
+    for id in &sent {
+        let reported = eventually(Duration::from_secs(15), async || {
+            let kept = t.host.store().plugin_scan("kannel", &format!("dlr/{id}/"), None, 10).expect("scan");
+            (!kept.is_empty()).then_some(kept)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no delivery report for {id}"));
+        let report = String::from_utf8_lossy(&reported[0].1).into_owned();
+        assert!(report.contains("status=8") || report.contains("status=1"), "{report}");
+        let (_, transmissions) = router.message_record(id).expect("read").expect("stored");
+        assert!(matches!(transmissions[0].status, Status::Sent | Status::Delivered), "{transmissions:?}");
+    }
 }

@@ -80,12 +80,17 @@ async fn push(base: &str, todo: Vec<usize>, acked: &Arc<Mutex<HashSet<usize>>>, 
     let todo = Arc::new(todo);
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, next, todo, acked, stop) = (client.clone(), next.clone(), todo.clone(), acked.clone(), stop.clone());
+        let (client, next, todo, acked, stop) =
+            (client.clone(), next.clone(), todo.clone(), acked.clone(), stop.clone());
         let url = format!("{base}/backends/http/");
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let Some(&n) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
-                let form = [("identity", format!("{}", 1000 + n % 500)), ("text", format!("echo m{n}")), ("mid", format!("gw-{n}"))];
+                let form = [
+                    ("identity", format!("{}", 1000 + n % 500)),
+                    ("text", format!("echo m{n}")),
+                    ("mid", format!("gw-{n}")),
+                ];
                 if let Ok(response) = client.post(&url).form(&form).send().await
                     && response.status().is_success()
                 {
@@ -191,7 +196,12 @@ settings = {{ id_name = "mid", outbound_url = "http://{sink}/out?to={{identity}}
         total
     );
     assert_eq!(acked.len(), MESSAGES, "every message was acknowledged in the end");
-    assert!(missing.is_empty(), "acknowledged but never answered: {} (first: {:?})", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never answered: {} (first: {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert_eq!(strays, 0, "only echo answers: {counts:?}");
     assert!(
         duplicates <= SEND_CONCURRENCY,

@@ -151,7 +151,13 @@ pub struct Served {
 impl TestHost {
     /// Serve this host's routes (API, pages, `/backends/...`) on loopback.
     pub async fn serve(&self) -> Served {
-        let listener = rapidwasm::http::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        self.serve_on(0).await
+    }
+
+    /// [`serve`](Self::serve) on loopback port `port` (0: any free one).
+    pub async fn serve_on(&self, port: u16) -> Served {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = rapidwasm::http::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let site = rapidwasm::http::Site::new(self.host.router().clone(), self.host.config());
