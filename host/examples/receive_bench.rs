@@ -3,11 +3,15 @@
 //! sled).
 //!
 //! ```sh
-//! cargo run --release -p rapidwasm --example receive_bench -- [MESSAGES] [RUNS] [APPS.toml]
+//! cargo run --release -p rapidwasm --example receive_bench -- [--durable] [MESSAGES] [RUNS] [APPS.toml]
 //! ```
 //!
 //! Prints the median over RUNS of: microseconds per message routed one at a
 //! time, and messages per second with several routed concurrently.
+//!
+//! With `--durable` the router is the durable one: every message and its
+//! response are committed to the journal (fsync, grouped), and a run's time
+//! includes sending everything it queued.
 //!
 //! `APPS.toml` holds `[[apps]]` tables that replace the default app list
 //! (`echo` alone); messages are "echo N" and must be answered with "N".
@@ -30,6 +34,9 @@ name = "echo"
 plugin = "builtin:echo"
 "#;
 
+/// How long a run may take to send what it queued (durable router).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 const BACKENDS: &str = r#"
 [backends.console]
 plugin = "builtin:console"
@@ -37,7 +44,9 @@ plugin = "builtin:console"
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let durable = all.iter().any(|a| a == "--durable");
+    let mut args = all.into_iter().filter(|a| a != "--durable");
     let messages = number_arg(&mut args, 2000)?;
     let runs = number_arg(&mut args, 5)?;
     let apps = match args.next() {
@@ -45,8 +54,9 @@ async fn main() -> anyhow::Result<()> {
         None => APPS.to_owned(),
     };
     let dir = tempfile::tempdir()?;
+    let router_kind = if durable { "[router]\nkind = \"durable\"\n" } else { "" };
     let config = Config::parse(
-        &format!("data_dir = {:?}\n{apps}\n{BACKENDS}", dir.path().display().to_string()),
+        &format!("data_dir = {:?}\n{router_kind}{apps}\n{BACKENDS}", dir.path().display().to_string()),
         "bench",
         dir.path(),
         None,
@@ -63,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     let mut concurrent = Vec::new();
-    let tasks = 8;
+    let mut grouping = Vec::new();
+    let tasks = 64;
     for _ in 0..runs {
         let start = Instant::now();
         let mut latencies = Vec::with_capacity(messages);
@@ -73,11 +84,13 @@ async fn main() -> anyhow::Result<()> {
             latencies.push(sent.elapsed().as_secs_f64() * 1e6);
             anyhow::ensure!(msg.sent.len() == 1 && msg.sent[0].text == i.to_string(), "echo {i} was not answered");
         }
+        anyhow::ensure!(router.drain(DRAIN).await == (0, 0), "the durable router did not drain");
         sequential.push(start.elapsed().as_secs_f64() * 1e6 / messages as f64);
         latencies.sort_by(f64::total_cmp);
         p50.push(percentile(&latencies, 50));
         p99.push(percentile(&latencies, 99));
 
+        let before = router.journal().map(|j| j.stats());
         let start = Instant::now();
         let mut handles = Vec::new();
         for t in 0..tasks {
@@ -93,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
         for handle in handles {
             handle.await??;
         }
+        anyhow::ensure!(router.drain(DRAIN).await == (0, 0), "the durable router did not drain");
         concurrent.push((messages / tasks * tasks) as f64 / start.elapsed().as_secs_f64());
+        if let (Some(before), Some(after)) = (before, router.journal().map(|j| j.stats())) {
+            grouping.push((after.writes - before.writes) as f64 / (after.flushes - before.flushes).max(1) as f64);
+        }
     }
 
     println!("messages per run: {messages}, runs: {runs}");
@@ -103,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("latency one at a time: p50 {:.1} µs, p99 {:.1} µs (medians over runs)", median(p50), median(p99));
     println!("{tasks} concurrent senders: median {:.0} messages/s", median(concurrent));
+    if !grouping.is_empty() {
+        println!("durable, concurrent: median {:.1} journal writes per fsync (3 writes per message)", median(grouping));
+    }
     host.shutdown()?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //!
 //! [router]                           # like RAPIDSMS_ROUTER
 //! kind = "durable"                     # or "blocking" (the default: in process, nothing stored)
-//! workers = 4                          # durable: routing workers (one per connection at a time)
+//! workers = 16                         # durable: routing workers (one per connection at a time)
 //! send_concurrency = 16                # durable: sends in flight per backend
 //! max_attempts = 8                     # durable: tries per transmission before it is a dead letter
 //! retry_initial_ms = 1000              # durable: first retry's wait; doubles each time, with jitter

@@ -25,7 +25,8 @@
 //! `<seq>` is a big-endian number from sled's id generator, so the inbox and
 //! the outbox iterate in the order things were accepted.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -246,6 +247,22 @@ const MAX_GROUP: usize = 4096;
 pub struct Journal {
     tree: sled::Tree,
     jobs: mpsc::Sender<Job>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    flushes: AtomicU64,
+}
+
+/// How the journal's group commit has gone so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Atomic writes made durable.
+    pub writes: u64,
+    /// Flushes (fsyncs) that made them durable.
+    pub flushes: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -349,11 +366,22 @@ impl Journal {
         let tree = db.open_tree("journal").map_err(engine)?;
         let (jobs, receiver) = mpsc::channel::<Job>();
         let (db, committer_tree) = (db.clone(), tree.clone());
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name("rapidwasm-journal".into())
-            .spawn(move || commit_loop(&db, &committer_tree, &receiver))
+            .spawn(move || commit_loop(&db, &committer_tree, &receiver, &counters))
             .map_err(|e| StoreError::Engine(format!("cannot start the journal's committer: {e}")))?;
-        Ok(Journal { tree, jobs })
+        Ok(Journal { tree, jobs, stats })
+    }
+
+    /// Writes and flushes so far: their ratio is how many writes one fsync
+    /// carries on average.
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            writes: self.stats.writes.load(Ordering::Relaxed),
+            flushes: self.stats.flushes.load(Ordering::Relaxed),
+        }
     }
 
     /// Run `work` on the committer thread and answer once it is durable.
@@ -656,7 +684,7 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// The committer: run every waiting job, flush once, answer them all.
-fn commit_loop(db: &sled::Db, tree: &sled::Tree, jobs: &mpsc::Receiver<Job>) {
+fn commit_loop(db: &sled::Db, tree: &sled::Tree, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = jobs.recv() {
         let mut finishing = vec![first(db, tree)];
         while finishing.len() < MAX_GROUP {
@@ -666,6 +694,8 @@ fn commit_loop(db: &sled::Db, tree: &sled::Tree, jobs: &mpsc::Receiver<Job>) {
             }
         }
         let flushed = db.flush().map(drop).map_err(|e| e.to_string());
+        counters.writes.fetch_add(finishing.len() as u64, Ordering::Relaxed);
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
         for finish in finishing {
             finish(flushed.clone());
         }

@@ -78,7 +78,7 @@ pub struct DurableOptions {
 
 impl Default for DurableOptions {
     fn default() -> Self {
-        DurableOptions { workers: 4, send_concurrency: 16, retry: RetryPolicy::default() }
+        DurableOptions { workers: 16, send_concurrency: 16, retry: RetryPolicy::default() }
     }
 }
 
