@@ -32,7 +32,7 @@ impl Router {
             if !app.phases().contains(super::Phase::Outgoing) {
                 continue;
             }
-            let result = match app.outgoing(&msg, depth).await {
+            let result = match app.outgoing(msg, depth).await {
                 Ok(keep) => PhaseResult::Returned(keep),
                 // RapidSMS logs an error in `outgoing` and sends anyway.
                 Err(failure) => PhaseResult::Failed(failure.0),
