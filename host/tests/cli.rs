@@ -178,3 +178,44 @@ fn compiled_components_are_kept_on_disk_and_reused_on_restart() {
     assert!(stderr(&third).contains("ignoring an unusable compiled component"), "{}", stderr(&third));
     assert!(std::fs::metadata(&victim).expect("replaced").len() > 1000);
 }
+
+#[test]
+fn dead_letters_are_listed_and_requeued_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("rapidwasm.toml");
+    let write = |fail: &str| {
+        let text = format!(
+            "[router]\nkind = \"durable\"\nmax_attempts = 2\nretry_initial_ms = 10\n\n\
+             [backends.console]\nplugin = \"builtin:console\"\nsettings = {{ fail_identities = \"{fail}\" }}\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+    };
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--config", "rapidwasm.toml"];
+        all.extend_from_slice(args);
+        let out = run(dir.path(), &all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+
+    // The console cannot reach 7: two tries, then a dead letter.
+    write("7");
+    cli(&["send", "--to", "7", "--to", "8", "hello"]);
+    let listed = cli(&["dead-letters", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains(" 7 via console: failed, 2 tries, dead letter"), "{listed}");
+    let id = listed.split_whitespace().next().expect("a message id").to_owned();
+    let status = cli(&["status", &id]);
+    assert!(status.contains("(Outgoing, failed)"), "{status}");
+    assert!(status.contains("8 via console: sent, 1 tries"), "{status}");
+
+    // Fixed: re-queue everything, and it is sent.
+    write("");
+    let requeued = cli(&["dead-letters", "requeue", "--all"]);
+    assert!(requeued.contains(&format!("re-queued {id} to 7 via console")), "{requeued}");
+    assert_eq!(cli(&["dead-letters", "list"]).trim(), "no dead letters");
+    let status = cli(&["status", &id]);
+    assert!(status.contains("(Outgoing, sent)") && status.contains("7 via console: sent, 1 tries"), "{status}");
+    let refused = run(dir.path(), &["--config", "rapidwasm.toml", "dead-letters", "requeue", "--message", &id]);
+    assert!(!refused.status.success(), "--backend and --identity are required with --message");
+}

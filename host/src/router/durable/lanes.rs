@@ -49,16 +49,19 @@ impl Lane {
         })
     }
 
-    /// Add a queued transmission behind its connection's others.
-    pub(super) fn push(self: &Arc<Self>, item: Queued) {
-        let identity = item.key.connection.identity.clone();
-        let not_before = item.not_before;
+    /// Add queued transmissions, each behind its connection's others. They
+    /// become ready together, so those of one message go in one call.
+    pub(super) fn push(self: &Arc<Self>, items: Vec<Queued>) {
         let mut state = lock(&self.state);
-        let queue = state.queues.entry(identity.clone()).or_default();
-        queue.push_back(item);
-        let first = queue.len() == 1;
-        if first && !state.busy.contains(&identity) {
-            self.schedule(&mut state, identity, not_before);
+        for item in items {
+            let identity = item.key.connection.identity.clone();
+            let not_before = item.not_before;
+            let queue = state.queues.entry(identity.clone()).or_default();
+            queue.push_back(item);
+            let first = queue.len() == 1;
+            if first && !state.busy.contains(&identity) {
+                self.schedule(&mut state, identity, not_before);
+            }
         }
     }
 

@@ -144,13 +144,17 @@ impl Durable {
     }
 
     fn enqueue_outgoing(&self, queued: Vec<Queued>) {
+        let mut by_backend: HashMap<String, Vec<Queued>> = HashMap::new();
         for item in queued {
-            match self.lanes.get(&item.key.connection.backend) {
-                Some(lane) => lane.push(item),
+            by_backend.entry(item.key.connection.backend.clone()).or_default().push(item);
+        }
+        for (backend, items) in by_backend {
+            match self.lanes.get(&backend) {
+                Some(lane) => lane.push(items),
                 None => tracing::warn!(
-                    message_id = %item.key.message_id,
-                    backend = %item.key.connection.backend,
-                    "no such backend is configured; the transmission stays queued until one is"
+                    backend,
+                    transmissions = items.len(),
+                    "no such backend is configured; the transmissions stay queued until one is"
                 ),
             }
         }
