@@ -250,16 +250,21 @@ async fn a_real_kannel_delivers_the_echo_reply() {
 
     // Kannel reported on each reply (dlr-mask 31: the SMSC took it), by the
     // URL the backend gave it, and the host matched every report.
-    let sent: Vec<String> = t
-        .recorder
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            rapidwasm::router::RouterEvent::Sent { message_id, .. } => Some(message_id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(sent.len(), 3);
+    // The phone may see a reply before the host has recorded its send.
+    let sent: Vec<String> = eventually(Duration::from_secs(15), async || {
+        let sent: Vec<String> = t
+            .recorder
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                rapidwasm::router::RouterEvent::Sent { message_id, .. } => Some(message_id),
+                _ => None,
+            })
+            .collect();
+        (sent.len() == 3).then_some(sent)
+    })
+    .await
+    .expect("three sends recorded");
     for id in &sent {
         let reported = eventually(Duration::from_secs(15), async || {
             let kept = t.host.store().plugin_scan("kannel", &format!("dlr/{id}/"), None, 10).expect("scan");
