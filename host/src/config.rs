@@ -4,6 +4,7 @@
 //! data_dir = "rapidwasm-data"          # sled store; relative to this file
 //! compile_cache = "rapidwasm-data/compiled"  # compiled components, reused on restart
 //! listen = "127.0.0.1:8080"            # the HTTP server of `rapidwasm serve`
+//! admin_token = "a long random secret" # turns on the admin API (plugin list and swap)
 //! project_name = "RapidSMS"            # fills %(project_name)s
 //! default_response = "Sorry, %(project_name)s could not understand your message."
 //!
@@ -114,6 +115,8 @@ pub struct Config {
     pub max_depth: u32,
     /// The durable router's settings; `None` for the blocking router.
     pub durable: Option<DurableOptions>,
+    /// The bearer token of the admin API; `None` turns the API off.
+    pub admin_token: Option<String>,
     /// Apps, in phase order.
     pub apps: Vec<PluginConfig>,
     /// Backends, by name.
@@ -142,6 +145,16 @@ impl Config {
     /// `/tester` page talks to.
     pub fn tester_backend(&self) -> Option<&str> {
         self.backends.iter().find(|b| b.source == PluginSource::Builtin("tester".into())).map(|b| b.name.as_str())
+    }
+}
+
+impl std::fmt::Display for PluginSource {
+    /// `builtin:NAME` or the file's path, as a configuration spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
     }
 }
 
@@ -190,6 +203,7 @@ pub enum ConfigError {
 struct RawConfig {
     data_dir: Option<PathBuf>,
     compile_cache: Option<PathBuf>,
+    admin_token: Option<String>,
     listen: Option<String>,
     project_name: Option<String>,
     default_response: Option<String>,
@@ -364,6 +378,16 @@ impl Config {
             return Err(invalid("router.kind", "the other `router` keys only apply with kind = \"durable\"".into()));
         }
 
+        let admin_token = match raw.admin_token {
+            Some(token) if token.chars().count() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(invalid(
+                    "admin_token",
+                    "must be at least 16 characters, without spaces (it guards plugin swaps)".into(),
+                ));
+            }
+            other => other,
+        };
+
         let project_name = raw.project_name.unwrap_or_else(|| "RapidSMS".to_owned());
         let default_response = raw.default_response.unwrap_or_else(|| DEFAULT_RESPONSE.to_owned());
 
@@ -415,6 +439,7 @@ impl Config {
             backend_limits,
             max_depth,
             durable,
+            admin_token,
             apps,
             backends,
         })
@@ -444,7 +469,8 @@ fn check_plugin_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn plugin_source(spec: &str, base: &Path) -> Result<PluginSource, String> {
+/// Where `spec` (`builtin:NAME` or a path, relative to `base`) points.
+pub fn plugin_source(spec: &str, base: &Path) -> Result<PluginSource, String> {
     if let Some(name) = spec.strip_prefix("builtin:") {
         return if rapidwasm_builtin_plugins::get(name).is_some() {
             Ok(PluginSource::Builtin(name.to_owned()))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, PluginConfig, PluginSource};
-use crate::plugins::{HostContext, PluginEngine, PluginError, PluginSpec, WasmApp, WasmBackend};
+use crate::plugins::{HostContext, PluginEngine, PluginError, PluginRegistry, PluginSpec};
 use crate::router::{App, Backend, Durability, Observer, Router, RouterLink, RouterOptions};
 use crate::store::journal::Journal;
 use crate::store::{SledStore, Store, StoreError};
@@ -44,6 +44,7 @@ pub struct Host {
     router: Router,
     store: Arc<dyn Store>,
     config: Config,
+    registry: Arc<PluginRegistry>,
 }
 
 impl std::fmt::Debug for Host {
@@ -79,18 +80,17 @@ impl Host {
         let link = RouterLink::new();
         let host = HostContext { router: link.clone(), store: store.clone() };
 
+        let registry = Arc::new(PluginRegistry::new(engine, host));
         let mut apps: Vec<Arc<dyn App>> = Vec::new();
         for app in &config.apps {
             let bytes = component_bytes(app)?;
-            let spec = spec(app, &config);
-            apps.push(Arc::new(WasmApp::load(&engine, &bytes, spec, host.clone()).await?));
+            apps.push(registry.load_app(&bytes, &app.source.to_string(), spec(app, &config)).await?);
         }
         let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
         for backend in &config.backends {
             store.ensure_backend(&backend.name)?;
             let bytes = component_bytes(backend)?;
-            let spec = spec(backend, &config);
-            backends.push(Arc::new(WasmBackend::load(&engine, &bytes, spec, host.clone()).await?));
+            backends.push(registry.load_backend(&bytes, &backend.source.to_string(), spec(backend, &config)).await?);
         }
 
         let durable = match (config.durable, journal) {
@@ -101,12 +101,17 @@ impl Host {
         let options = RouterOptions { max_depth: config.max_depth, durable };
         let router = Router::new(apps, backends, store.clone(), observers, options, &link);
         router.recover().await.map_err(|e| StartError::Recover(e.to_string()))?;
-        Ok(Host { router, store, config })
+        Ok(Host { router, store, config, registry })
     }
 
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The running plugins, for listing and hot swap.
+    pub fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.registry
     }
 
     /// The store.
@@ -152,17 +157,22 @@ fn spec(plugin: &PluginConfig, config: &Config) -> PluginSpec {
 }
 
 fn component_bytes(plugin: &PluginConfig) -> Result<std::borrow::Cow<'static, [u8]>, StartError> {
-    match &plugin.source {
-        PluginSource::Builtin(name) => match rapidwasm_builtin_plugins::get(name) {
+    source_bytes(&plugin.name, &plugin.source)
+}
+
+/// The component bytes of plugin `name` from `source`.
+pub fn source_bytes(name: &str, source: &PluginSource) -> Result<std::borrow::Cow<'static, [u8]>, StartError> {
+    match source {
+        PluginSource::Builtin(builtin) => match rapidwasm_builtin_plugins::get(builtin) {
             Some(bytes) => Ok(bytes.into()),
             None => Err(StartError::Read {
-                plugin: plugin.name.clone(),
-                path: format!("builtin:{name}"),
+                plugin: name.to_owned(),
+                path: format!("builtin:{builtin}"),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such built-in plugin"),
             }),
         },
         PluginSource::File(path) => std::fs::read(path).map(Into::into).map_err(|source| StartError::Read {
-            plugin: plugin.name.clone(),
+            plugin: name.to_owned(),
             path: path.display().to_string(),
             source,
         }),

@@ -42,4 +42,4 @@ pub mod router;
 pub mod scaffold;
 pub mod store;
 
-pub use host::{Host, StartError};
+pub use host::{Host, StartError, source_bytes};

@@ -121,7 +121,8 @@ fn one_shot_commands_go_through_a_running_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\n[[apps]]\nname = \"echo\"\nplugin = \"builtin:echo\"\n\
+        "listen = \"127.0.0.1:{port}\"\nadmin_token = \"cli-test-token-0123456789\"\n\
+         [[apps]]\nname = \"echo\"\nplugin = \"builtin:echo\"\n\
          [backends.console]\nplugin = \"builtin:console\"\n"
     );
     std::fs::write(dir.path().join("rapidwasm.toml"), config).expect("write config");
@@ -140,6 +141,24 @@ fn one_shot_commands_go_through_a_running_server() {
     let text = stdout(&out);
     assert!(text.contains(&format!("by the server at 127.0.0.1:{port}")), "{text}");
     assert!(text.contains("sent \"hi\" to 123 via console"), "{text}");
+
+    // The admin API, with the configuration's token: list, then swap.
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--config", "rapidwasm.toml", "plugins"];
+        all.extend_from_slice(args);
+        let out = run(dir.path(), &all);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let listed = admin(&["list"]);
+    assert!(listed.contains("console\tbackend\tv1\tbuiltin:console\t"), "{listed}");
+    assert!(listed.contains("echo\tapp\tv1\tbuiltin:echo\t"), "{listed}");
+    let swapped = admin(&["swap", "console", "builtin:console", "--setting", "fail_identities=7"]);
+    assert!(swapped.contains("swapped console to v2 (builtin:console)"), "{swapped}");
+    assert!(admin(&["list"]).contains("console\tbackend\tv2\t"));
+    let refused = run(dir.path(), &["--config", "rapidwasm.toml", "plugins", "swap", "console", "builtin:echo"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("does not fit the backend world"), "{}", stderr(&refused));
 
     // SIGTERM stops the server cleanly; what it stored is there afterwards.
     let mut server = server;

@@ -160,7 +160,7 @@ impl TestHost {
         let listener = rapidwasm::http::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let site = rapidwasm::http::Site::new(self.host.router().clone(), self.host.config());
+        let site = rapidwasm::http::Site::for_host(&self.host);
         tokio::spawn(rapidwasm::http::serve(listener, site, async move {
             let _ = stopped.await;
         }));

@@ -1,6 +1,7 @@
 //! The command-line interface, at the edge of the library: parses
 //! arguments, starts a [`Host`] and prints what the router did.
 
+mod admin;
 mod journal;
 mod print;
 mod remote;
@@ -106,11 +107,35 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetters,
     },
+    /// List or hot-swap the plugins of the running server (its admin API).
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        action: Plugins,
+    },
     /// Create a new plugin project.
     New {
         /// What to create.
         #[command(subcommand)]
         what: New,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Plugins {
+    /// Print each running plugin: name, kind, version, source, SHA-256.
+    List,
+    /// Replace a plugin's component while the server runs: the new one is
+    /// checked first, calls in flight finish on the old one.
+    Swap {
+        /// The app's or backend's configured name.
+        name: String,
+        /// `builtin:NAME` or a `.wasm` file.
+        plugin: String,
+        /// A new setting KEY=VALUE (repeatable); with none, the current
+        /// settings stay.
+        #[arg(long = "setting", value_parser = parse_field)]
+        settings: Vec<(String, String)>,
     },
 }
 
@@ -290,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             journal::print_status(&rapidwasm::http::MessageStatus { message, status, transmissions })
         }
         Command::DeadLetters { action } => journal::dead_letters(config, action).await,
+        Command::Plugins { action } => admin::plugins(&config, action).await,
         Command::PluginData { plugin, prefix, limit } => {
             let host = start(config, Vec::new()).await?;
             for (key, value) in host.store().plugin_scan(&plugin, &prefix, None, limit)? {
@@ -330,7 +356,7 @@ async fn serve(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyh
         data_dir = %host.config().data_dir.display(),
         "rapidwasm is serving on http://{address}/ ; Ctrl-C or SIGTERM stops it"
     );
-    let site = rapidwasm::http::Site::new(router.clone(), host.config());
+    let site = rapidwasm::http::Site::for_host(&host);
     if let Some(tester) = &site.tester_backend {
         tracing::info!("message tester: http://{address}/tester (backend `{tester}`)");
     }

@@ -11,22 +11,47 @@ use serde::de::DeserializeOwned;
 
 /// POST `body` as JSON to the server at `listen` and decode its answer.
 pub async fn post<B: Serialize, R: DeserializeOwned>(listen: SocketAddr, path: &str, body: &B) -> anyhow::Result<R> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    post_as(listen, path, body, None).await
+}
+
+/// [`post`] with a bearer token.
+pub async fn post_as<B: Serialize, R: DeserializeOwned>(
+    listen: SocketAddr,
+    path: &str,
+    body: &B,
+    token: Option<&str>,
+) -> anyhow::Result<R> {
+    // A swap compiles a component: give it time.
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?;
     let url = format!("http://{listen}{path}");
-    call(client.post(&url).json(body), &url).await
+    let mut request = client.post(&url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    call(request, &url).await
 }
 
 /// GET `path` from the server at `listen` and decode its answer.
 pub async fn get<R: DeserializeOwned>(listen: SocketAddr, path: &str) -> anyhow::Result<R> {
+    get_as(listen, path, None).await
+}
+
+/// [`get`] with a bearer token.
+pub async fn get_as<R: DeserializeOwned>(listen: SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<R> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let url = format!("http://{listen}{path}");
-    call(client.get(&url), &url).await
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    call(request, &url).await
 }
 
 async fn call<R: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<R> {
-    let response = request.send().await.with_context(|| {
-        format!("the data directory is in use, but no rapidwasm server answers at {url} (is it running with another --listen?)")
-    })?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("no rapidwasm server answers at {url} (is it running, or with another --listen?)"))?;
     let status = response.status();
     let bytes = response.bytes().await?;
     if !status.is_success() {

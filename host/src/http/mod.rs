@@ -13,11 +13,14 @@
 //! | `POST /api/v1/dead-letters/requeue` | put one back in the outbox (durable router) |
 //! | `GET /api/v1/connections?backend=B&identity=I` | look connections up (creating them) |
 //! | any `/backends/<name>/...` | handed to backend `<name>`'s component |
+//! | `GET /admin/v1/plugins` | the running plugins (bearer `admin_token`) |
+//! | `POST /admin/v1/plugins/<name>/swap` | replace a plugin's component while the host runs |
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`]; errors of the host's
 //! own are JSON objects `{"error": {"code": ..., "message": ...}}` with
 //! stable codes. What a backend answers is up to the backend.
 
+mod admin;
 mod api;
 mod backends;
 mod journal;
@@ -31,6 +34,7 @@ use axum::Router as HttpRouter;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{any, get, post};
 
+pub use self::admin::{Admin, SwapRequest};
 pub use self::api::{
     ApiConnection, ApiResponse, ErrorBody, ErrorDetail, MAX_IDEMPOTENCY_KEY, ReceiveRequest, ReceiveResponse,
     SendRequest, SendResponse,
@@ -56,16 +60,27 @@ pub struct Site {
     pub tester_backend: Option<String>,
     /// How long a gateway waits for a backend's answer.
     pub inbound_timeout: Duration,
+    /// The admin API's plugins and token; `None` turns it off.
+    pub admin: Option<Admin>,
 }
 
 impl Site {
-    /// The site of `router` configured by `config`.
+    /// The site of `router` configured by `config`, without the admin API.
     pub fn new(router: Router, config: &Config) -> Self {
         Site {
             router,
             tester_backend: config.tester_backend().map(str::to_owned),
             inbound_timeout: config.backend_limits.call_timeout,
+            admin: None,
         }
+    }
+
+    /// The site of a running host: its router, and the admin API when the
+    /// configuration sets `admin_token`.
+    pub fn for_host(host: &crate::Host) -> Self {
+        let mut site = Site::new(host.router().clone(), host.config());
+        site.admin = host.config().admin_token.clone().map(|token| Admin { registry: host.registry().clone(), token });
+        site
     }
 }
 
@@ -87,6 +102,8 @@ pub fn routes(site: Site) -> HttpRouter {
         .route("/api/v1/messages/{id}", get(journal::message))
         .route("/api/v1/dead-letters", get(journal::dead_letters))
         .route("/api/v1/dead-letters/requeue", post(journal::requeue))
+        .route("/admin/v1/plugins", get(admin::plugins))
+        .route("/admin/v1/plugins/{name}/swap", post(admin::swap))
         .route("/backends/{backend}", any(backends::inbound))
         .route("/backends/{backend}/", any(backends::inbound))
         .route("/backends/{backend}/{*rest}", any(backends::inbound))

@@ -28,6 +28,7 @@ mod instance;
 mod limits;
 mod outbound;
 mod pool;
+pub mod registry;
 mod state;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use self::backend::WasmBackend;
 pub use self::engine::PluginEngine;
 pub use self::limits::MemoryLimitExceeded;
 pub use self::outbound::AllowedHosts;
+pub use self::registry::{PluginInfo, PluginRegistry, SwapError, SwapReport};
 use crate::messages::Fields;
 use crate::router::RouterLink;
 use crate::store::Store;

@@ -40,6 +40,9 @@ impl Router {
                     }
                     Err(failure) => PhaseResult::Failed(failure.0),
                 };
+                // Plugin calls run on this task without yielding; let
+                // other tasks (timers, swaps, other messages) have a turn.
+                tokio::task::consume_budget().await;
                 let returned_true = result == PhaseResult::Returned(true);
                 self.emit(RouterEvent::Phase { message_id: msg.id.clone(), app: app.name().to_owned(), phase, result });
                 if !returned_true {

@@ -37,6 +37,7 @@ impl Router {
                 // RapidSMS logs an error in `outgoing` and sends anyway.
                 Err(failure) => PhaseResult::Failed(failure.0),
             };
+            tokio::task::consume_budget().await;
             let cancelled = result == PhaseResult::Returned(false);
             self.emit(RouterEvent::Phase {
                 message_id: msg.id.clone(),
@@ -65,7 +66,9 @@ impl Router {
                 });
                 continue;
             };
-            let (failed, error) = match backend.send(msg, &identities, &context, depth).await {
+            let sent = backend.send(msg, &identities, &context, depth).await;
+            tokio::task::consume_budget().await;
+            let (failed, error) = match sent {
                 Ok(()) => (Vec::new(), None),
                 Err(err) if err.failed_identities.is_empty() => (identities.clone(), Some(err.message)),
                 Err(err) => (err.failed_identities, Some(err.message)),

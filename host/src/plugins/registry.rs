@@ -1,0 +1,289 @@
+//! The running plugins, by name, and their hot swap.
+//!
+//! Each app and backend sits in a [`Slot`]: the router holds the slot, and
+//! every call takes the version current when it starts (an `Arc` clone), so
+//! a call already running finishes on the old version while new calls use
+//! the new one. A swap first loads the new component completely — compile
+//! (or reuse the compiled cache), check it fits the world it replaces,
+//! configure a first instance — and only then replaces the `Arc` under a
+//! write lock held for the replacement alone. The old version is dropped
+//! when its last call ends. A swap that fails validation changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::{HostContext, PluginEngine, PluginError, PluginKind, PluginSpec, WasmApp, WasmBackend};
+use crate::messages::{Fields, IncomingMessage, OutgoingMessage};
+use crate::router::{
+    App, Backend, BoxFuture, InboundRequest, InboundResponse, Phase, PhaseOutcome, PhaseSet, PluginFailure, SendError,
+};
+
+/// A plugin whose version can be replaced while calls run.
+pub struct Slot<T> {
+    name: String,
+    current: RwLock<Arc<T>>,
+}
+
+impl<T> Slot<T> {
+    fn new(name: String, first: T) -> Self {
+        Slot { name, current: RwLock::new(Arc::new(first)) }
+    }
+
+    /// The version new calls use.
+    pub fn current(&self) -> Arc<T> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Put `next` in place; returns how long calls were held off and how
+    /// many calls the old version was still running.
+    fn replace(&self, next: T) -> (Duration, usize) {
+        let next = Arc::new(next);
+        let started = Instant::now();
+        let old = {
+            let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *current, next)
+        };
+        let stall = started.elapsed();
+        // Our own reference aside, every other one is a call in flight.
+        (stall, Arc::strong_count(&old) - 1)
+    }
+}
+
+impl App for Slot<WasmApp> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn phases(&self) -> PhaseSet {
+        self.current().phases()
+    }
+
+    fn incoming<'a>(
+        &'a self,
+        phase: Phase,
+        msg: &'a IncomingMessage,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<PhaseOutcome, PluginFailure>> {
+        let version = self.current();
+        Box::pin(async move { version.incoming(phase, msg, depth).await })
+    }
+
+    fn outgoing<'a>(&'a self, msg: &'a OutgoingMessage, depth: u32) -> BoxFuture<'a, Result<bool, PluginFailure>> {
+        let version = self.current();
+        Box::pin(async move { version.outgoing(msg, depth).await })
+    }
+}
+
+impl Backend for Slot<WasmBackend> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(
+        &'a self,
+        msg: &'a OutgoingMessage,
+        identities: &'a [String],
+        context: &'a Fields,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        let version = self.current();
+        Box::pin(async move { version.send(msg, identities, context, depth).await })
+    }
+
+    fn handle_http(&self, request: InboundRequest) -> BoxFuture<'_, Result<InboundResponse, PluginFailure>> {
+        let version = self.current();
+        Box::pin(async move { version.handle_http(request).await })
+    }
+}
+
+/// What the registry tells about one plugin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginInfo {
+    /// Its configured name.
+    pub name: String,
+    /// `app` or `backend`.
+    pub kind: String,
+    /// Where the running version came from (`builtin:NAME` or a path).
+    pub source: String,
+    /// The SHA-256 of the running version's component, in hex.
+    pub sha256: String,
+    /// 1 for the version loaded at start, one more for each swap.
+    pub version: u64,
+    /// When the running version was put in place (ms since the epoch).
+    pub loaded_on: u64,
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SwapReport {
+    /// The plugin, after the swap.
+    pub plugin: PluginInfo,
+    /// Time to load and check the new version (µs); calls ran meanwhile.
+    pub load_us: u64,
+    /// Time new calls were held off while the version was replaced (ns).
+    pub stall_ns: u64,
+    /// Calls still running on the old version, which it finishes.
+    pub draining_calls: usize,
+}
+
+/// Why a swap was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// No plugin has that name.
+    #[error("no app or backend is named `{0}`")]
+    NoSuchPlugin(String),
+    /// The new version did not load; the old one keeps serving.
+    #[error("{0}; the running version keeps serving")]
+    Load(#[from] PluginError),
+}
+
+enum Running {
+    App(Arc<Slot<WasmApp>>),
+    Backend(Arc<Slot<WasmBackend>>),
+}
+
+struct Entry {
+    running: Running,
+    spec: PluginSpec,
+    info: PluginInfo,
+}
+
+/// Every running plugin, by name.
+pub struct PluginRegistry {
+    engine: PluginEngine,
+    host: HostContext,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// One swap at a time per registry.
+    swapping: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl PluginRegistry {
+    /// An empty registry loading with `engine` for plugins reaching `host`.
+    pub fn new(engine: PluginEngine, host: HostContext) -> Self {
+        PluginRegistry { engine, host, entries: Mutex::new(BTreeMap::new()), swapping: tokio::sync::Mutex::new(()) }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn info(spec: &PluginSpec, kind: PluginKind, source: &str, bytes: &[u8], version: u64) -> PluginInfo {
+        PluginInfo {
+            name: spec.name.clone(),
+            kind: kind.to_string(),
+            source: source.to_owned(),
+            sha256: sha256_hex(bytes),
+            version,
+            loaded_on: now_ms(),
+        }
+    }
+
+    /// Load app `spec` from `bytes` (which came from `source`); returns the
+    /// slot the router calls.
+    pub async fn load_app(&self, bytes: &[u8], source: &str, spec: PluginSpec) -> Result<Arc<dyn App>, PluginError> {
+        let app = WasmApp::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
+        let slot = Arc::new(Slot::new(spec.name.clone(), app));
+        let info = Self::info(&spec, PluginKind::App, source, bytes, 1);
+        self.entries().insert(spec.name.clone(), Entry { running: Running::App(slot.clone()), spec, info });
+        Ok(slot)
+    }
+
+    /// Load backend `spec` from `bytes`; returns the slot the router calls.
+    pub async fn load_backend(
+        &self,
+        bytes: &[u8],
+        source: &str,
+        spec: PluginSpec,
+    ) -> Result<Arc<dyn Backend>, PluginError> {
+        let backend = WasmBackend::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
+        let slot = Arc::new(Slot::new(spec.name.clone(), backend));
+        let info = Self::info(&spec, PluginKind::Backend, source, bytes, 1);
+        self.entries().insert(spec.name.clone(), Entry { running: Running::Backend(slot.clone()), spec, info });
+        Ok(slot)
+    }
+
+    /// Every plugin, by name.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.entries().values().map(|e| e.info.clone()).collect()
+    }
+
+    /// Replace plugin `name`'s component with `bytes` (from `source`), with
+    /// new `settings` if given. The new version must fit the same world;
+    /// until it has loaded and been configured, the old one serves.
+    pub async fn swap(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source: &str,
+        settings: Option<Fields>,
+    ) -> Result<SwapReport, SwapError> {
+        let _one_at_a_time = self.swapping.lock().await;
+        let (mut spec, kind, version) = {
+            let entries = self.entries();
+            let entry = entries.get(name).ok_or_else(|| SwapError::NoSuchPlugin(name.to_owned()))?;
+            let kind = match entry.running {
+                Running::App(_) => PluginKind::App,
+                Running::Backend(_) => PluginKind::Backend,
+            };
+            (entry.spec.clone(), kind, entry.info.version)
+        };
+        if let Some(mut settings) = settings {
+            // The host's own settings stay.
+            for key in ["backend_name", "project_name", "default_response"] {
+                if let Some(value) = spec.settings.get(key) {
+                    settings.entry(key.to_owned()).or_insert_with(|| value.clone());
+                }
+            }
+            spec.settings = settings;
+        }
+        let started = Instant::now();
+        let loaded = match kind {
+            PluginKind::App => Loaded::App(WasmApp::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?),
+            PluginKind::Backend => {
+                Loaded::Backend(WasmBackend::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?)
+            }
+        };
+        let load_us = started.elapsed().as_micros() as u64;
+        let mut entries = self.entries();
+        let entry = entries.get_mut(name).ok_or_else(|| SwapError::NoSuchPlugin(name.to_owned()))?;
+        let (stall, draining_calls) = match (&entry.running, loaded) {
+            (Running::App(slot), Loaded::App(next)) => slot.replace(next),
+            (Running::Backend(slot), Loaded::Backend(next)) => slot.replace(next),
+            _ => return Err(SwapError::NoSuchPlugin(name.to_owned())),
+        };
+        entry.spec = spec;
+        entry.info = Self::info(&entry.spec, kind, source, bytes, version + 1);
+        tracing::info!(
+            plugin = name,
+            source,
+            version = version + 1,
+            load_us,
+            stall_ns = stall.as_nanos() as u64,
+            draining_calls,
+            "plugin swapped"
+        );
+        Ok(SwapReport { plugin: entry.info.clone(), load_us, stall_ns: stall.as_nanos() as u64, draining_calls })
+    }
+}
+
+enum Loaded {
+    App(WasmApp),
+    Backend(WasmBackend),
+}
