@@ -126,8 +126,14 @@ async fn every_path_in_the_openapi_file_is_served() {
     let paths = spec["paths"].as_object().expect("paths");
     assert!(paths.len() >= 5, "{paths:?}");
     for (path, item) in paths {
-        let url =
-            format!("{}{}", s.base, path.replace("{backend}", "console").replace("{path}", "x").replace("{id}", "x").replace("{name}", "console"));
+        let url = format!(
+            "{}{}",
+            s.base,
+            path.replace("{backend}", "console")
+                .replace("{path}", "x")
+                .replace("{id}", "x")
+                .replace("{name}", "console")
+        );
         for method in item.as_object().expect("a path item").keys().filter(|k| *k != "parameters") {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
             let response =

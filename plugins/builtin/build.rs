@@ -26,6 +26,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("tester", "tester", "TESTER"),
     ("fetcher", "fetcher", "FETCHER"),
     ("probe-backend", "probe-backend", "PROBE_BACKEND"),
+    ("hostile", "hostile", "HOSTILE"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -26,6 +26,21 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 pub const MAX_SCAN: u32 = 1000;
 /// Longest log line kept from a plugin; longer ones are cut.
 pub const MAX_LOG_BYTES: usize = 4096;
+/// Most responses one phase call may queue.
+pub const MAX_RESPONSES_PER_CALL: usize = 100;
+/// Longest text a plugin may respond, send or receive, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Refuse a text longer than [`MAX_TEXT_BYTES`].
+fn check_text(text: &str) -> Result<(), HostError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(HostError::InvalidArgument(format!(
+            "text of {} bytes is longer than the limit of {MAX_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
 
 /// The incoming message a phase call is processing, and what the app asked
 /// the host to do with it.
@@ -72,7 +87,13 @@ impl PluginState {
     }
 
     fn queue(&mut self, text: String, options: incoming::RespondOptions, class: MessageClass) -> Result<(), HostError> {
+        check_text(&text)?;
         let frame = self.frame.as_mut().ok_or(HostError::NoCurrentMessage)?;
+        if frame.responses.len() >= MAX_RESPONSES_PER_CALL {
+            return Err(HostError::InvalidArgument(format!(
+                "a phase call may queue at most {MAX_RESPONSES_PER_CALL} responses"
+            )));
+        }
         let connections = match options.connections {
             Some(list) => Some(list.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>()?),
             None => None,
@@ -134,6 +155,7 @@ impl router::Host for PluginState {
         // Nothing borrowed from the store is held across the await.
         let route = self.router();
         let routed = async move {
+            check_text(&text)?;
             let connection = from_wit_connection(connection)?;
             let (router, depth) = route?;
             router.submit(text, connection, fields_from_wit(fields), depth).await.map_err(router_error)
@@ -149,6 +171,7 @@ impl router::Host for PluginState {
     ) -> wasmtime::Result<Result<String, HostError>> {
         let route = self.router();
         let routed = async move {
+            check_text(&text)?;
             let connections = connections.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>()?;
             let (router, depth) = route?;
             let msg = router.send_at_depth(text, connections, fields_from_wit(fields), depth).await;
