@@ -118,3 +118,35 @@ async fn every_attack_is_contained_and_the_others_keep_working() {
         during.as_secs_f64() / normal.as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_keeps_failing_is_paused_then_tried_again() {
+    let t = TestHost::start(&config()).await.expect("start");
+    let hostile = |t: &TestHost| {
+        t.host.registry().list().into_iter().find(|p| p.name == "hostile").expect("the hostile app is listed")
+    };
+    let failure = |t: &TestHost, id: &str| match handle_of(t, id, "hostile") {
+        Some(PhaseResult::Failed(why)) => why,
+        other => panic!("hostile did not fail: {other:?}"),
+    };
+    for _ in 0..5 {
+        let msg = t.receive("13", "trap").await;
+        assert!(failure(&t, &msg.id).contains("unreachable"), "a panic traps");
+        assert_eq!(msg.sent.len(), 1, "the default app answers");
+    }
+    let listed = hostile(&t);
+    assert_eq!(listed.failures_in_a_row, 5);
+    assert!(listed.paused_until.is_some(), "paused: {listed:?}");
+
+    // Paused: it is not even called, and the message goes on past it.
+    let msg = t.receive("13", "echo meanwhile").await;
+    assert!(failure(&t, &msg.id).contains("paused after failing 5 calls in a row"));
+    assert_eq!(msg.sent[0].text, "meanwhile");
+
+    // After the pause one call is tried; it works, and all is forgiven.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let msg = t.receive("13", "echo later").await;
+    assert_eq!(handle_of(&t, &msg.id, "hostile"), Some(PhaseResult::Returned(false)));
+    let listed = hostile(&t);
+    assert_eq!((listed.failures_in_a_row, listed.paused_until), (0, None));
+}

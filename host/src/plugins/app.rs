@@ -62,7 +62,7 @@ impl WasmApp {
                 self.plugin.give_back(instance);
                 Ok(PhaseOutcome { returned, responses: frame.responses, fields: frame.fields })
             }
-            Err(err) => Err(PluginFailure(self.plugin.describe(&err))),
+            Err(err) => Err(PluginFailure(self.plugin.failed(&err))),
         }
     }
 
@@ -75,7 +75,7 @@ impl WasmApp {
                 self.plugin.give_back(instance);
                 Ok(keep)
             }
-            Err(err) => Err(PluginFailure(self.plugin.describe(&err))),
+            Err(err) => Err(PluginFailure(self.plugin.failed(&err))),
         }
     }
 }
@@ -91,6 +91,13 @@ fn phase_set(flags: WitPhases) -> PhaseSet {
     ];
     let phases: Vec<Phase> = pairs.into_iter().filter(|(flag, _)| (flags & *flag) == *flag).map(|(_, p)| p).collect();
     PhaseSet::of(&phases)
+}
+
+impl WasmApp {
+    /// Its breaker's state.
+    pub fn health(&self) -> super::Health {
+        self.plugin.health()
+    }
 }
 
 impl App for WasmApp {

@@ -27,6 +27,11 @@ impl WasmBackend {
         Ok(WasmBackend { plugin })
     }
 
+    /// Its breaker's state.
+    pub fn health(&self) -> super::Health {
+        self.plugin.health()
+    }
+
     async fn run_send(
         &self,
         msg: &OutgoingMessage,
@@ -46,7 +51,7 @@ impl WasmBackend {
                 self.plugin.give_back(instance);
                 sent.map_err(|e| SendError { message: e.message, failed_identities: e.failed_identities })
             }
-            Err(err) => Err(failed(format!("backend failed: {}", self.plugin.describe(&err)))),
+            Err(err) => Err(failed(format!("backend failed: {}", self.plugin.failed(&err)))),
         }
     }
 }
@@ -68,7 +73,7 @@ impl WasmBackend {
                 self.plugin.give_back(instance);
                 Ok(InboundResponse { status: response.status, headers: response.headers, body: response.body })
             }
-            Err(err) => Err(PluginFailure(self.plugin.describe(&err))),
+            Err(err) => Err(PluginFailure(self.plugin.failed(&err))),
         }
     }
 }

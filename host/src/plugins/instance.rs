@@ -8,6 +8,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::{app, backend, imports::rapidwasm::messaging::types::Fields as WitFields};
+use super::breaker::{Breaker, Health};
 use super::convert::fields_to_wit;
 use super::pool::{Instance, Pool, arm, describe, new_store};
 use super::state::PluginState;
@@ -84,6 +85,8 @@ pub(super) enum StartFailure {
     Configure(String),
     /// It trapped or failed while starting.
     Failed(String),
+    /// The plugin is paused by its breaker.
+    Paused(String),
 }
 
 impl StartFailure {
@@ -91,7 +94,7 @@ impl StartFailure {
         let plugin = plugin.to_owned();
         match self {
             StartFailure::Configure(reason) => PluginError::Configure { plugin, reason },
-            StartFailure::Failed(reason) => PluginError::Start { plugin, reason },
+            StartFailure::Failed(reason) | StartFailure::Paused(reason) => PluginError::Start { plugin, reason },
         }
     }
 
@@ -100,6 +103,7 @@ impl StartFailure {
         match self {
             StartFailure::Configure(reason) => format!("a fresh instance refused its settings: {reason}"),
             StartFailure::Failed(reason) => format!("a fresh instance failed to start: {reason}"),
+            StartFailure::Paused(reason) => reason.clone(),
         }
     }
 }
@@ -113,6 +117,7 @@ pub(super) struct Plugin<W: World> {
     host: HostContext,
     settings: WitFields,
     pool: Pool<W::Bindings>,
+    breaker: Breaker,
 }
 
 impl<W: World> Plugin<W> {
@@ -142,6 +147,7 @@ impl<W: World> Plugin<W> {
             pre,
             host,
             pool: Pool::new(),
+            breaker: Breaker::default(),
             spec,
         };
         let instance = plugin.instantiate().await.map_err(|f| f.into_plugin_error(&plugin.spec.name))?;
@@ -166,9 +172,16 @@ impl<W: World> Plugin<W> {
     /// An idle instance, or a fresh one, prepared for a call at routing
     /// depth `depth` (its deadline is armed).
     pub async fn checkout(&self, depth: u32) -> Result<Instance<W::Bindings>, StartFailure> {
+        self.breaker.check().map_err(StartFailure::Paused)?;
         let mut instance = match self.pool.take() {
             Some(instance) => instance,
-            None => self.instantiate().await?,
+            None => match self.instantiate().await {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    self.breaker.failed(&self.name);
+                    return Err(failure);
+                }
+            },
         };
         instance.store.data_mut().depth = depth;
         arm(&mut instance.store, self.spec.limits);
@@ -178,11 +191,23 @@ impl<W: World> Plugin<W> {
     /// Keep an instance whose call succeeded. (One whose call failed is
     /// simply dropped: a failed store must not be re-entered.)
     pub fn give_back(&self, instance: Instance<W::Bindings>) {
+        self.breaker.succeeded();
         self.pool.give_back(instance);
     }
 
-    /// A one-line account of a failed call.
+    /// A one-line account of a failed call, counted by the plugin's breaker.
+    pub fn failed(&self, err: &wasmtime::Error) -> String {
+        self.breaker.failed(&self.name);
+        describe(err, self.spec.limits)
+    }
+
+    /// A one-line account of a failure while loading (not counted).
     pub fn describe(&self, err: &wasmtime::Error) -> String {
         describe(err, self.spec.limits)
+    }
+
+    /// The breaker's state.
+    pub fn health(&self) -> Health {
+        self.breaker.health()
     }
 }

@@ -21,6 +21,7 @@
 mod app;
 mod backend;
 pub mod bindings;
+mod breaker;
 mod cache;
 mod convert;
 mod engine;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 pub use self::app::WasmApp;
 pub use self::backend::WasmBackend;
+pub use self::breaker::Health;
 pub use self::engine::PluginEngine;
 pub use self::limits::MemoryLimitExceeded;
 pub use self::outbound::AllowedHosts;

@@ -114,6 +114,12 @@ pub struct PluginInfo {
     pub version: u64,
     /// When the running version was put in place (ms since the epoch).
     pub loaded_on: u64,
+    /// Calls that failed since the last one that succeeded.
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+    /// Until when its breaker pauses it (ms since the epoch), if it does.
+    #[serde(default)]
+    pub paused_until: Option<u64>,
 }
 
 /// What a swap did.
@@ -192,6 +198,8 @@ impl PluginRegistry {
             sha256: sha256_hex(bytes),
             version,
             loaded_on: now_ms(),
+            failures_in_a_row: 0,
+            paused_until: None,
         }
     }
 
@@ -219,9 +227,22 @@ impl PluginRegistry {
         Ok(slot)
     }
 
-    /// Every plugin, by name.
+    /// Every plugin, by name, with its breaker's state.
     pub fn list(&self) -> Vec<PluginInfo> {
-        self.entries().values().map(|e| e.info.clone()).collect()
+        self.entries()
+            .values()
+            .map(|e| {
+                let health = match &e.running {
+                    Running::App(slot) => slot.current().health(),
+                    Running::Backend(slot) => slot.current().health(),
+                };
+                PluginInfo {
+                    failures_in_a_row: health.failures_in_a_row,
+                    paused_until: health.paused_until,
+                    ..e.info.clone()
+                }
+            })
+            .collect()
     }
 
     /// Replace plugin `name`'s component with `bytes` (from `source`), with
