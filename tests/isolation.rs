@@ -1,6 +1,9 @@
 //! A failing app never takes the router or other apps down.
 
-use rapidwasm::router::{PhaseResult, RouterEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rapidwasm::router::{Phase, PhaseResult, RouterEvent};
 use rapidwasm_tests::{TestHost, app, console};
 
 const DEFAULT_TEXT: &str = "Sorry, RapidSMS could not understand your message.";
@@ -106,4 +109,48 @@ async fn concurrent_messages_are_all_routed() {
         assert_eq!(msg.sent[0].text, format!("n{i}"));
     }
     assert_eq!(t.outbox("console").len(), 50);
+}
+
+/// The outgoing-phase results of app `name`, in order.
+fn outgoing_results(t: &TestHost, name: &str) -> Vec<PhaseResult> {
+    t.recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            RouterEvent::Phase { app, phase: Phase::Outgoing, result, .. } if app == name => Some(result),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_runs_at_most_max_instances_calls_at_once() {
+    let body = format!(
+        "[[apps]]\nname = \"hostile\"\nplugin = \"builtin:hostile\"\nmax_instances = 1\ncall_timeout_ms = 500\n\
+         [[apps]]\nname = \"probe\"\nplugin = \"builtin:probe\"\nmax_instances = 1\n\
+         settings = {{ send = \"console:5\" }}\n{}",
+        console("console", "")
+    );
+    let t = Arc::new(TestHost::start(&body).await.expect("start"));
+
+    // One message holds the hostile app's only instance for 500 ms; a
+    // second message waits for it, then goes through.
+    let looping = {
+        let t = t.clone();
+        tokio::spawn(async move { t.receive("1", "loop").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let msg = t.receive("2", "hello").await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "the second call waited for the only instance: {waited:?}");
+    assert_eq!(failure_of(&t, &msg.id, "hostile"), None, "then it ran");
+    let looped = looping.await.expect("the looping message");
+    assert!(failure_of(&t, &looped.id, "hostile").is_some_and(|why| why.contains("timed out")));
+
+    // A call nested in another call of the same plugin (the probe's send
+    // runs its own outgoing phase) is not held up by the cap.
+    let outgoing: Vec<PhaseResult> = outgoing_results(&t, "probe");
+    assert!(outgoing.iter().all(|r| *r == PhaseResult::Returned(true)), "{outgoing:?}");
+    assert!(t.outbox("console").contains(&("5".to_owned(), "sent:hello".to_owned())));
 }

@@ -20,6 +20,7 @@
 //! call_timeout_ms = 1000               # longest one app call may run
 //! backend_call_timeout_ms = 30000      # longest one backend call may run (network included)
 //! memory_mib = 64                      # most memory one plugin instance may use
+//! max_instances = 32                   # most calls one plugin runs at once (more wait, up to the call timeout)
 //! max_depth = 8                        # nesting of receive/send called by plugins
 //!
 //! [[apps]]                             # in phase order, like INSTALLED_APPS
@@ -234,6 +235,7 @@ struct RawLimits {
     call_timeout_ms: Option<u64>,
     backend_call_timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
+    max_instances: Option<u64>,
     max_depth: Option<u32>,
 }
 
@@ -244,6 +246,7 @@ struct RawApp {
     plugin: String,
     memory_mib: Option<u64>,
     call_timeout_ms: Option<u64>,
+    max_instances: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
 }
@@ -254,6 +257,7 @@ struct RawBackend {
     plugin: String,
     memory_mib: Option<u64>,
     call_timeout_ms: Option<u64>,
+    max_instances: Option<u64>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -307,10 +311,13 @@ impl Config {
             BACKEND_TIMEOUT_MS,
         )?;
         let memory_mib = in_range("limits.memory_mib", raw.limits.memory_mib.unwrap_or(64), MEMORY_MIB)?;
-        let limits = make_limits(call_timeout_ms, memory_mib);
-        let backend_limits = make_limits(backend_call_timeout_ms, memory_mib);
+        let max_instances =
+            in_range("limits.max_instances", raw.limits.max_instances.unwrap_or(32), INSTANCES)? as usize;
+        let limits = make_limits(call_timeout_ms, memory_mib, max_instances);
+        let backend_limits = make_limits(backend_call_timeout_ms, memory_mib, max_instances);
         // A plugin's own limits replace its kind's.
-        let own_limits = |key: &dyn Fn(&str) -> String, base: Limits, timeout: Option<u64>, memory: Option<u64>| {
+        let own_limits = |key: &dyn Fn(&str) -> String, base: Limits, own: [Option<u64>; 3]| {
+            let [timeout, memory, instances] = own;
             let timeout = match timeout {
                 Some(ms) => in_range(&key("call_timeout_ms"), ms, BACKEND_TIMEOUT_MS)?,
                 None => base.call_timeout.as_millis() as u64,
@@ -319,7 +326,11 @@ impl Config {
                 Some(mib) => in_range(&key("memory_mib"), mib, MEMORY_MIB)?,
                 None => (base.memory_bytes >> 20) as u64,
             };
-            Ok::<Limits, ConfigError>(make_limits(timeout, memory))
+            let instances = match instances {
+                Some(n) => in_range(&key("max_instances"), n, INSTANCES)? as usize,
+                None => base.max_instances,
+            };
+            Ok::<Limits, ConfigError>(make_limits(timeout, memory, instances))
         };
         let max_depth = raw.limits.max_depth.unwrap_or(8);
         if !(1..=64).contains(&max_depth) {
@@ -403,7 +414,7 @@ impl Config {
             let mut settings = flatten_settings(&app.settings);
             settings.entry("project_name".to_owned()).or_insert_with(|| project_name.clone());
             settings.entry("default_response".to_owned()).or_insert_with(|| default_response.clone());
-            let limits = own_limits(&key, limits, app.call_timeout_ms, app.memory_mib)?;
+            let limits = own_limits(&key, limits, [app.call_timeout_ms, app.memory_mib, app.max_instances])?;
             apps.push(PluginConfig { name: app.name, source, settings, allowed_hosts: AllowedHosts::none(), limits });
         }
 
@@ -423,7 +434,8 @@ impl Config {
             let mut settings = flatten_settings(&backend.settings);
             // A backend needs its own name for the connections it receives on.
             settings.insert("backend_name".to_owned(), name.clone());
-            let limits = own_limits(&key, backend_limits, backend.call_timeout_ms, backend.memory_mib)?;
+            let own = [backend.call_timeout_ms, backend.memory_mib, backend.max_instances];
+            let limits = own_limits(&key, backend_limits, own)?;
             backends.push(PluginConfig { name, source, settings, allowed_hosts, limits });
         }
 
@@ -452,9 +464,15 @@ const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
 const BACKEND_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=600_000;
 /// The accepted range of memory limits, in MiB.
 const MEMORY_MIB: std::ops::RangeInclusive<u64> = 1..=4096;
+/// The accepted range of instance caps.
+const INSTANCES: std::ops::RangeInclusive<u64> = 1..=1024;
 
-fn make_limits(call_timeout_ms: u64, memory_mib: u64) -> Limits {
-    Limits { call_timeout: Duration::from_millis(call_timeout_ms), memory_bytes: (memory_mib as usize) << 20 }
+fn make_limits(call_timeout_ms: u64, memory_mib: u64, max_instances: usize) -> Limits {
+    Limits {
+        call_timeout: Duration::from_millis(call_timeout_ms),
+        memory_bytes: (memory_mib as usize) << 20,
+        max_instances,
+    }
 }
 
 /// Names: 1–64 ASCII letters, digits, `-` or `_` (they appear in URLs,

@@ -87,6 +87,8 @@ pub(super) enum StartFailure {
     Failed(String),
     /// The plugin is paused by its breaker.
     Paused(String),
+    /// Every instance the plugin may run is in use.
+    Busy(String),
 }
 
 impl StartFailure {
@@ -94,7 +96,9 @@ impl StartFailure {
         let plugin = plugin.to_owned();
         match self {
             StartFailure::Configure(reason) => PluginError::Configure { plugin, reason },
-            StartFailure::Failed(reason) | StartFailure::Paused(reason) => PluginError::Start { plugin, reason },
+            StartFailure::Failed(reason) | StartFailure::Paused(reason) | StartFailure::Busy(reason) => {
+                PluginError::Start { plugin, reason }
+            }
         }
     }
 
@@ -103,7 +107,7 @@ impl StartFailure {
         match self {
             StartFailure::Configure(reason) => format!("a fresh instance refused its settings: {reason}"),
             StartFailure::Failed(reason) => format!("a fresh instance failed to start: {reason}"),
-            StartFailure::Paused(reason) => reason.clone(),
+            StartFailure::Paused(reason) | StartFailure::Busy(reason) => reason.clone(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub(super) struct Plugin<W: World> {
     settings: WitFields,
     pool: Pool<W::Bindings>,
     breaker: Breaker,
+    /// One permit per call in flight, at most `limits.max_instances`.
+    in_use: Arc<tokio::sync::Semaphore>,
 }
 
 impl<W: World> Plugin<W> {
@@ -148,6 +154,7 @@ impl<W: World> Plugin<W> {
             host,
             pool: Pool::new(),
             breaker: Breaker::default(),
+            in_use: Arc::new(tokio::sync::Semaphore::new(spec.limits.max_instances.max(1))),
             spec,
         };
         let instance = plugin.instantiate().await.map_err(|f| f.into_plugin_error(&plugin.spec.name))?;
@@ -166,13 +173,31 @@ impl<W: World> Plugin<W> {
             .await
             .map_err(|e| StartFailure::Failed(describe(&e, limits)))?
             .map_err(StartFailure::Configure)?;
-        Ok(Instance { store, bindings })
+        Ok(Instance { store, bindings, permit: None })
     }
 
     /// An idle instance, or a fresh one, prepared for a call at routing
     /// depth `depth` (its deadline is armed).
     pub async fn checkout(&self, depth: u32) -> Result<Instance<W::Bindings>, StartFailure> {
         self.breaker.check().map_err(StartFailure::Paused)?;
+        // Calls made from inside routing (depth > 0) are not counted: they
+        // run while their caller holds an instance, and waiting for that
+        // caller's own place would deadlock.
+        let limits = self.spec.limits;
+        let permit = if depth == 0 {
+            match tokio::time::timeout(limits.call_timeout, self.in_use.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(StartFailure::Busy(format!(
+                        "all {} of its instances stayed busy for {} ms",
+                        limits.max_instances,
+                        limits.call_timeout.as_millis()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
         let mut instance = match self.pool.take() {
             Some(instance) => instance,
             None => match self.instantiate().await {
@@ -183,6 +208,7 @@ impl<W: World> Plugin<W> {
                 }
             },
         };
+        instance.permit = permit;
         instance.store.data_mut().depth = depth;
         arm(&mut instance.store, self.spec.limits);
         Ok(instance)

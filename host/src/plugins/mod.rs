@@ -54,11 +54,15 @@ pub struct Limits {
     /// Most linear memory one instance may use, in bytes, summed over all of
     /// its memories.
     pub memory_bytes: usize,
+    /// Most calls into the plugin running at once (instances in use); a
+    /// call beyond it waits for one, up to its call timeout. Calls made
+    /// from inside routing (nested in another plugin call) are not counted.
+    pub max_instances: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20 }
+        Limits { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 32 }
     }
 }
 

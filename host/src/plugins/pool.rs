@@ -14,10 +14,12 @@ use super::{HostContext, Limits};
 /// Idle instances kept per plugin; more may run at once, the rest are dropped.
 const MAX_IDLE: usize = 8;
 
-/// A live instance: its store and its exports.
+/// A live instance: its store and its exports, and while it is in use,
+/// its place among the plugin's `max_instances`.
 pub(super) struct Instance<B> {
     pub store: Store<PluginState>,
     pub bindings: B,
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Idle instances of one plugin.
@@ -36,7 +38,8 @@ impl<B> Pool<B> {
     }
 
     /// Keep a healthy instance for the next call.
-    pub fn give_back(&self, instance: Instance<B>) {
+    pub fn give_back(&self, mut instance: Instance<B>) {
+        instance.permit = None;
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
