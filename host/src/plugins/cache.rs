@@ -16,10 +16,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The SHA-256 of a component's bytes, in lowercase hex: its identity in
+/// the cache and in the plugin list.
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The cache file for `bytes` compiled by `engine` in `dir`.
 pub(super) fn path_for(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = sha256_hex(bytes);
     let mut hasher = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()))

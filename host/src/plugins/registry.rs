@@ -11,15 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
+use super::cache::sha256_hex;
 use super::{HostContext, PluginEngine, PluginError, PluginKind, PluginSpec, WasmApp, WasmBackend};
 use crate::messages::{Fields, IncomingMessage, OutgoingMessage};
 use crate::router::{
     App, Backend, BoxFuture, InboundRequest, InboundResponse, Phase, PhaseOutcome, PhaseSet, PluginFailure, SendError,
 };
+use crate::store::now_ms;
 
 /// A plugin whose version can be replaced while calls run.
 pub struct Slot<T> {
@@ -170,14 +170,6 @@ impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRegistry").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl PluginRegistry {

@@ -30,6 +30,7 @@ use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use super::sled_store::{decode, encode, engine};
 use super::{StoreError, now_ms};
 use crate::messages::{Connection, Fields, MessageClass};
 
@@ -269,19 +270,6 @@ impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal").finish_non_exhaustive()
     }
-}
-
-fn engine(err: sled::Error) -> StoreError {
-    StoreError::Engine(err.to_string())
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Engine(format!("cannot encode a record: {e}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
 
 fn message_key(id: &str) -> Vec<u8> {

@@ -21,15 +21,18 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn engine(err: sled::Error) -> StoreError {
+/// A sled error as a store error.
+pub(super) fn engine(err: sled::Error) -> StoreError {
     StoreError::Engine(err.to_string())
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+/// A record as stored: JSON.
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Engine(format!("cannot encode a record: {e}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+/// A stored record read back; `key` names it in the error.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
