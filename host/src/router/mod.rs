@@ -279,6 +279,10 @@ impl RouterLink {
 impl Router {
     /// A router over `apps` (in phase order) and `backends`, connecting
     /// `link` so plugins holding it can call back.
+    ///
+    /// A durable router (`options.durable`) starts its routing workers and
+    /// send lanes as Tokio tasks, so it must be built inside a Tokio runtime;
+    /// call [`recover`](Self::recover) next to resume what a previous run left.
     pub fn new(
         apps: Vec<Arc<dyn App>>,
         backends: Vec<Arc<dyn Backend>>,
