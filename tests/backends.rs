@@ -130,15 +130,7 @@ async fn kannel_delivery_reports_are_requested_and_kept() {
     let query = query_pairs(&gateway.requests()[0]);
     assert_eq!(value(&query, "dlr-mask"), Some("31"));
     let dlr_url = value(&query, "dlr-url").expect("a dlr-url");
-    let message_id = t
-        .recorder
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            RouterEvent::Sent { message_id, .. } => Some(message_id),
-            _ => None,
-        })
-        .expect("a send");
+    let message_id = t.recorder.sent_ids().into_iter().next().expect("a send");
     assert_eq!(
         dlr_url,
         format!(

@@ -30,6 +30,12 @@ async fn post_json(url: &str, body: &Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The generic `http` backend, sending each message to `gateway`'s `/send`.
+fn http_to(gateway: &Gateway) -> String {
+    let settings = format!("outbound_url = \"{}/send?to={{identity}}&text={{text}}\"", gateway.url());
+    backend("http", "http", &[&gateway.host()], &settings)
+}
+
 /// The message's status record, once its status word is `want`.
 async fn wait_status(base: &str, id: &str, want: &str) -> Value {
     let url = format!("{base}/api/v1/messages/{id}");
@@ -83,12 +89,7 @@ async fn messages_and_their_transmissions_are_stored_with_statuses() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_sends_are_retried_then_dead_lettered_and_requeued() {
     let gateway = Gateway::start(503, "down for maintenance").await;
-    let http = backend(
-        "http",
-        "http",
-        &[&gateway.host()],
-        &format!("outbound_url = \"{}/send?to={{identity}}&text={{text}}\"", gateway.url()),
-    );
+    let http = http_to(&gateway);
     let t = TestHost::start(&format!("{DURABLE}{http}{}", console("console", ""))).await.expect("start");
     let s = t.serve().await;
     let send_url = format!("{}/api/v1/send", s.base);
@@ -136,12 +137,7 @@ async fn failed_sends_are_retried_then_dead_lettered_and_requeued() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_to_one_identity_keep_their_order_across_retries() {
     let gateway = Gateway::start(200, "ok").await;
-    let http = backend(
-        "http",
-        "http",
-        &[&gateway.host()],
-        &format!("outbound_url = \"{}/send?to={{identity}}&text={{text}}\"", gateway.url()),
-    );
+    let http = http_to(&gateway);
     let router = "[router]\nkind = \"durable\"\nretry_initial_ms = 30\nretry_max_ms = 100\nmax_attempts = 10\n";
     let t = TestHost::start(&format!("{router}{http}")).await.expect("start");
     gateway.fail_next(3, 500);

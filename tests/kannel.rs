@@ -233,16 +233,7 @@ async fn a_real_kannel_delivers_the_echo_reply() {
     // Kannel's own message id became the `external_id` field, so smsbox's
     // retries would be recognised.
     let router = t.host.router();
-    let incoming: Vec<String> = t
-        .recorder
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            rapidwasm::router::RouterEvent::Received { message_id, .. } => Some(message_id),
-            _ => None,
-        })
-        .collect();
-    for id in &incoming {
+    for id in &t.recorder.received_ids() {
         let (record, _) = router.message_record(id).expect("read").expect("stored");
         let external = record.fields.get("external_id").map(String::as_str).unwrap_or_default();
         assert_eq!(external.len(), 36, "Kannel's UUID: {external:?}");
@@ -252,15 +243,7 @@ async fn a_real_kannel_delivers_the_echo_reply() {
     // URL the backend gave it, and the host matched every report.
     // The phone may see a reply before the host has recorded its send.
     let sent: Vec<String> = eventually(Duration::from_secs(15), async || {
-        let sent: Vec<String> = t
-            .recorder
-            .events()
-            .into_iter()
-            .filter_map(|e| match e {
-                rapidwasm::router::RouterEvent::Sent { message_id, .. } => Some(message_id),
-                _ => None,
-            })
-            .collect();
+        let sent = t.recorder.sent_ids();
         (sent.len() == 3).then_some(sent)
     })
     .await

@@ -52,6 +52,28 @@ impl Recorder {
             .collect()
     }
 
+    /// The message ids of every `Received` event, in order.
+    pub fn received_ids(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Received { message_id, .. } => Some(message_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The message ids of every `Sent` event, in order.
+    pub fn sent_ids(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RouterEvent::Sent { message_id, .. } => Some(message_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every `Sent` event as (backend, identities, text, failed).
     pub fn sends(&self) -> Vec<(String, Vec<String>, String, Vec<String>)> {
         self.events()
