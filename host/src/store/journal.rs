@@ -424,13 +424,17 @@ impl Journal {
 
     /// Record that incoming message `routed` (taken from inbox place `seq`)
     /// has been routed, and queue its responses, all in one atomic write.
+    /// The stored record keeps the time it was accepted.
     pub async fn finish_incoming(
         &self,
         seq: u64,
-        routed: MessageRecord,
+        mut routed: MessageRecord,
         responses: Vec<Staged>,
     ) -> Result<Vec<Queued>, StoreError> {
         self.commit(move |db, tree| {
+            if let Some(accepted) = get::<MessageRecord>(tree, &message_key(&routed.id))? {
+                routed.created_on = accepted.created_on;
+            }
             let now = now_ms();
             let mut batch = sled::Batch::default();
             let mut queued = Vec::new();
@@ -732,6 +736,23 @@ mod tests {
         let other = journal.accept_incoming(record("c", Direction::Incoming, None)).await.expect("accept");
         assert!(matches!(other, Accepted::New { .. }));
         assert_eq!(journal.inbox().expect("inbox").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn routing_keeps_the_time_a_message_was_accepted() {
+        let (_dir, journal) = open();
+        let Accepted::New { seq } =
+            journal.accept_incoming(record("a", Direction::Incoming, None)).await.expect("accept")
+        else {
+            panic!("a new message")
+        };
+        let mut routed = record("a", Direction::Incoming, None);
+        routed.created_on = 99;
+        routed.routed_on = Some(100);
+        journal.finish_incoming(seq, routed, Vec::new()).await.expect("finish");
+        let stored = journal.message("a").expect("read").expect("stored");
+        assert_eq!((stored.created_on, stored.routed_on), (1, Some(100)));
+        assert!(journal.inbox().expect("inbox").is_empty());
     }
 
     #[tokio::test]
