@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let host = Host::start(config, Vec::new()).await?;
     let listener = rapidwasm::http::bind("127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}/backends/http/", listener.local_addr()?);
-    let site = rapidwasm::http::Site::new(host.router().clone(), host.config());
+    let site = rapidwasm::http::Site::for_host(&host);
     tokio::spawn(rapidwasm::http::serve(listener, site, std::future::pending()));
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;

@@ -1,13 +1,13 @@
-//! The assembled host: a [`Config`] turned into a store, loaded plugins and
-//! a [`Router`].
+//! The assembled host: a [`Config`] turned into a store and its tenants,
+//! each with loaded plugins and a [`Router`].
 
 use std::sync::Arc;
 
-use crate::config::{Config, PluginConfig, PluginSource};
-use crate::plugins::{HostContext, PluginEngine, PluginError, PluginRegistry, PluginSpec};
-use crate::router::{App, Backend, Durability, Observer, Router, RouterLink, RouterOptions};
-use crate::store::journal::Journal;
+use crate::config::{Config, PluginSource};
+use crate::plugins::{PluginError, PluginRegistry};
+use crate::router::{Observer, Router};
 use crate::store::{SledStore, Store, StoreError};
+use crate::tenant::Tenant;
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,84 +39,68 @@ pub enum StartError {
     Recover(String),
 }
 
-/// A running host: store, plugins and router.
+/// A running host: its tenants, each with store, plugins and router.
 pub struct Host {
-    router: Router,
-    store: Arc<dyn Store>,
+    tenants: Vec<Arc<Tenant>>,
     config: Config,
-    registry: Arc<PluginRegistry>,
+    sled: SledStore,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("router", &self.router).finish_non_exhaustive()
+        f.debug_struct("Host").field("tenants", &self.tenants).finish_non_exhaustive()
     }
 }
 
 impl Host {
-    /// Open the store in `config.data_dir` and load every plugin, reporting
+    /// Open the store in `config.data_dir` and start every tenant, reporting
     /// router events to `observers`.
     pub async fn start(config: Config, observers: Vec<Arc<dyn Observer>>) -> Result<Host, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             StoreError::Engine(format!("cannot create the data directory {}: {e}", config.data_dir.display()))
         })?;
         let sled = SledStore::open(&config.data_dir)?;
-        let journal = match config.durable {
-            Some(_) => Some(sled.journal()?),
-            None => None,
-        };
-        Self::start_with_store(config, Arc::new(sled), journal, observers).await
+        let mut tenants = Vec::with_capacity(config.tenants.len());
+        for tenant in &config.tenants {
+            let store = sled.tenant(&tenant.name)?;
+            let journal = match config.durable {
+                Some(_) => Some(store.journal()?),
+                None => None,
+            };
+            let started = Tenant::start(&config, tenant, Arc::new(store), journal, observers.clone()).await?;
+            tenants.push(Arc::new(started));
+        }
+        Ok(Host { tenants, config, sled })
     }
 
-    /// Like [`start`](Self::start), on a store (and, for the durable router,
-    /// a journal) you opened.
-    pub async fn start_with_store(
-        config: Config,
-        store: Arc<dyn Store>,
-        journal: Option<Journal>,
-        observers: Vec<Arc<dyn Observer>>,
-    ) -> Result<Host, StartError> {
-        let engine = PluginEngine::shared().map_err(|e| StartError::Engine(format!("{e:#}")))?;
-        let link = RouterLink::new();
-        let host = HostContext { router: link.clone(), store: store.clone() };
-
-        let registry = Arc::new(PluginRegistry::new(engine, host));
-        let mut apps: Vec<Arc<dyn App>> = Vec::new();
-        for app in &config.apps {
-            let bytes = component_bytes(app)?;
-            apps.push(registry.load_app(&bytes, &app.source.to_string(), spec(app, &config)).await?);
-        }
-        let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-        for backend in &config.backends {
-            store.ensure_backend(&backend.name)?;
-            let bytes = component_bytes(backend)?;
-            backends.push(registry.load_backend(&bytes, &backend.source.to_string(), spec(backend, &config)).await?);
-        }
-
-        let durable = match (config.durable, journal) {
-            (Some(options), Some(journal)) => Some(Durability { journal, options }),
-            (Some(_), None) => return Err(StartError::NoJournal),
-            (None, _) => None,
-        };
-        let options = RouterOptions { max_depth: config.max_depth, durable };
-        let router = Router::new(apps, backends, store.clone(), observers, options, &link);
-        router.recover().await.map_err(|e| StartError::Recover(e.to_string()))?;
-        Ok(Host { router, store, config, registry })
+    /// The default tenant (the configuration's top-level apps and backends).
+    pub fn default_tenant(&self) -> &Arc<Tenant> {
+        &self.tenants[0]
     }
 
-    /// The router.
+    /// The tenant called `name`.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|t| t.name() == name)
+    }
+
+    /// Every tenant, the default one first.
+    pub fn tenants(&self) -> &[Arc<Tenant>] {
+        &self.tenants
+    }
+
+    /// The default tenant's router.
     pub fn router(&self) -> &Router {
-        &self.router
+        self.default_tenant().router()
     }
 
-    /// The running plugins, for listing and hot swap.
+    /// The default tenant's running plugins, for listing and hot swap.
     pub fn registry(&self) -> &Arc<PluginRegistry> {
-        &self.registry
+        self.default_tenant().registry()
     }
 
-    /// The store.
+    /// The default tenant's store.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        self.default_tenant().store()
     }
 
     /// The configuration the host runs with.
@@ -124,11 +108,19 @@ impl Host {
         &self.config
     }
 
-    /// Give the durable router up to `timeout` to route and send what it
-    /// holds; returns how many messages and transmissions are still waiting
-    /// (they are resumed at the next start).
+    /// Give every tenant's durable router up to `timeout` to route and send
+    /// what it holds; returns how many messages and transmissions are still
+    /// waiting (they are resumed at the next start).
     pub async fn drain(&self, timeout: std::time::Duration) -> (usize, usize) {
-        let left = self.router.drain(timeout).await;
+        let mut drains = tokio::task::JoinSet::new();
+        for tenant in &self.tenants {
+            let router = tenant.router().clone();
+            drains.spawn(async move { router.drain(timeout).await });
+        }
+        let mut left = (0, 0);
+        while let Some(Ok((inbox, outbox))) = drains.join_next().await {
+            left = (left.0 + inbox, left.1 + outbox);
+        }
         if left != (0, 0) {
             tracing::warn!(
                 inbox = left.0,
@@ -142,22 +134,8 @@ impl Host {
     /// Flush the store and stop. Dropping the host also closes the store,
     /// without reporting errors.
     pub fn shutdown(self) -> Result<(), StoreError> {
-        self.store.flush()
+        self.sled.flush()
     }
-}
-
-fn spec(plugin: &PluginConfig, config: &Config) -> PluginSpec {
-    PluginSpec {
-        name: plugin.name.clone(),
-        settings: plugin.settings.clone(),
-        limits: plugin.limits,
-        allowed_hosts: plugin.allowed_hosts.clone(),
-        compile_cache: Some(config.compile_cache.clone()),
-    }
-}
-
-fn component_bytes(plugin: &PluginConfig) -> Result<std::borrow::Cow<'static, [u8]>, StartError> {
-    source_bytes(&plugin.name, &plugin.source)
 }
 
 /// The component bytes of plugin `name` from `source`.

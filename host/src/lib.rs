@@ -41,5 +41,6 @@ pub mod plugins;
 pub mod router;
 pub mod scaffold;
 pub mod store;
+pub mod tenant;
 
 pub use host::{Host, StartError, source_bytes};

@@ -1,14 +1,15 @@
 //! The JSON API (`/api/v1/...`).
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::scope::Api;
 use crate::messages::{Connection, Fields, MessageClass};
-use crate::router::{Router, RouterError, Submitted};
+use crate::router::{RouterError, Submitted};
 use crate::store::StoreError;
 
 /// A connection as the API spells it.
@@ -121,7 +122,8 @@ pub struct ErrorDetail {
     /// Stable: `invalid_json`, `invalid_request`, `payload_too_large`,
     /// `unsupported_media_type`, `not_found`, `method_not_allowed`,
     /// `storage_error`, `unavailable`, `backend_failed`, `timeout`,
-    /// `not_durable`, `duplicate`.
+    /// `not_durable`, `duplicate`, `message_too_large`, `unauthorized`,
+    /// `rate_limited`, `admin_disabled`, `plugin_refused`.
     pub code: String,
     /// What went wrong.
     pub message: String,
@@ -132,18 +134,30 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// Tell the client when to try again (`Retry-After`, whole seconds).
+    pub(super) fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 
@@ -185,15 +199,19 @@ impl From<RouterError> for ApiError {
             RouterError::Gone => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string()),
             RouterError::NotDurable => ApiError::new(StatusCode::CONFLICT, "not_durable", err.to_string()),
             RouterError::Duplicate(_) => ApiError::new(StatusCode::CONFLICT, "duplicate", err.to_string()),
+            RouterError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", err.to_string())
+            }
         }
     }
 }
 
 pub(super) async fn receive(
-    State(router): State<Router>,
+    Api(tenant): Api,
     body: Result<Json<ReceiveRequest>, JsonRejection>,
 ) -> Result<Json<ReceiveResponse>, ApiError> {
     let Json(request) = body?;
+    let router = tenant.router();
     let connection = Connection::new(request.backend, request.identity);
     let msg = match router.receive_submitted(request.text, connection, request.fields).await? {
         Submitted::New(msg) => msg,
@@ -219,7 +237,7 @@ pub(super) async fn receive(
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub(super) async fn send(
-    State(router): State<Router>,
+    Api(tenant): Api,
     headers: HeaderMap,
     body: Result<Json<SendRequest>, JsonRejection>,
 ) -> Result<Json<SendResponse>, ApiError> {
@@ -241,6 +259,7 @@ pub(super) async fn send(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "`connections` is empty"));
     }
     // Recipients are looked up (and created) as RapidSMS's views do.
+    let router = tenant.router();
     let mut connections = Vec::with_capacity(request.connections.len());
     for c in &request.connections {
         connections.extend(router.lookup_connections(&c.backend, std::slice::from_ref(&c.identity))?);
@@ -254,11 +273,11 @@ pub(super) async fn send(
 }
 
 pub(super) async fn connections(
-    State(router): State<Router>,
+    Api(tenant): Api,
     query: Result<Query<LookupQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ApiConnection>>, ApiError> {
     let Query(query) = query?;
-    let found = router.lookup_connections(&query.backend, &[query.identity])?;
+    let found = tenant.router().lookup_connections(&query.backend, &[query.identity])?;
     Ok(Json(found.iter().map(ApiConnection::from).collect()))
 }
 

@@ -6,19 +6,19 @@
 //! answer within the backend's call timeout or a 504.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use super::Site;
 use super::api::ApiError;
+use super::scope::Inbound;
 use crate::router::{InboundError, InboundRequest};
 
 /// Headers a backend may not set: the server frames the body itself.
 const FRAMING_HEADERS: [&str; 4] = ["content-length", "transfer-encoding", "connection", "keep-alive"];
 
 pub(super) async fn inbound(
-    State(site): State<Site>,
+    Inbound(tenant): Inbound,
     Path(params): Path<Vec<(String, String)>>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -39,10 +39,11 @@ pub(super) async fn inbound(
         body: body.to_vec(),
     };
 
-    let router = site.router.clone();
+    let router = tenant.router().clone();
     let backend = name.clone();
     let task = tokio::spawn(async move { router.handle_http(&backend, request).await });
-    let answer = match tokio::time::timeout(site.inbound_timeout, task).await {
+    let inbound_timeout = tenant.config().limits.backend.call_timeout;
+    let answer = match tokio::time::timeout(inbound_timeout, task).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(join)) => {
             return Err(ApiError::new(
@@ -57,7 +58,7 @@ pub(super) async fn inbound(
                 "timeout",
                 format!(
                     "backend `{name}` did not answer within {} ms; the request may still be processed",
-                    site.inbound_timeout.as_millis()
+                    inbound_timeout.as_millis()
                 ),
             ));
         }

@@ -3,13 +3,13 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
+use super::scope::Api;
 use crate::messages::Connection;
-use crate::router::Router;
 use crate::store::journal::{Direction, MessageRecord, Status, TransmissionKey, TransmissionRecord};
 
 /// The answer to `GET /api/v1/messages/{id}`.
@@ -62,10 +62,11 @@ pub struct RequeueRequest {
 }
 
 pub(super) async fn message(
-    State(router): State<Router>,
-    Path(id): Path<String>,
+    Api(tenant): Api,
+    Path(params): Path<std::collections::HashMap<String, String>>,
 ) -> Result<Json<MessageStatus>, ApiError> {
-    match router.message_record(&id)? {
+    let id = params.get("id").cloned().unwrap_or_default();
+    match tenant.router().message_record(&id)? {
         Some((message, transmissions)) => {
             let status = message_status(&message, &transmissions).to_owned();
             Ok(Json(MessageStatus { message, status, transmissions }))
@@ -75,18 +76,19 @@ pub(super) async fn message(
 }
 
 pub(super) async fn dead_letters(
-    State(router): State<Router>,
+    Api(tenant): Api,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<Vec<TransmissionRecord>>, ApiError> {
     let Query(query) = query?;
-    Ok(Json(router.dead_letters(query.limit.unwrap_or(100).min(1000))?))
+    Ok(Json(tenant.router().dead_letters(query.limit.unwrap_or(100).min(1000))?))
 }
 
 pub(super) async fn requeue(
-    State(router): State<Router>,
+    Api(tenant): Api,
     body: Result<Json<RequeueRequest>, JsonRejection>,
 ) -> Result<Json<TransmissionRecord>, ApiError> {
     let Json(request) = body?;
+    let router = tenant.router();
     let key = TransmissionKey {
         message_id: request.message_id,
         connection: Connection::new(request.backend, request.identity),

@@ -15,6 +15,14 @@
 //! | any `/backends/<name>/...` | handed to backend `<name>`'s component |
 //! | `GET /admin/v1/plugins` | the running plugins (bearer `admin_token`) |
 //! | `POST /admin/v1/plugins/<name>/swap` | replace a plugin's component while the host runs |
+//! | `GET /admin/v1/tenants` | every tenant, its plugins and limits (bearer `admin_token`) |
+//!
+//! Every route but `/`, `/tester`, the OpenAPI file and the tenant list is
+//! the default tenant's; another tenant's are the same under `/t/<tenant>`
+//! (`/t/acme/api/v1/send`, `/t/acme/backends/kannel/...`). A tenant with API
+//! keys answers its `/api/v1` only to `Authorization: Bearer KEY`, and a
+//! tenant over its `calls_per_second` answers 429 with `Retry-After`
+//! (see [`scope`]).
 //!
 //! Request bodies are limited to [`MAX_BODY_BYTES`]; errors of the host's
 //! own are JSON objects `{"error": {"code": ..., "message": ...}}` with
@@ -25,23 +33,25 @@ mod api;
 mod backends;
 mod journal;
 mod page;
+mod scope;
 mod tester;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::Router as HttpRouter;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 
-pub use self::admin::{Admin, SwapRequest};
+pub use self::admin::{SwapRequest, TenantInfo};
 pub use self::api::{
     ApiConnection, ApiResponse, ErrorBody, ErrorDetail, MAX_IDEMPOTENCY_KEY, ReceiveRequest, ReceiveResponse,
     SendRequest, SendResponse,
 };
 pub use self::journal::{MessageStatus, RequeueRequest, message_status};
-use crate::config::Config;
-use crate::router::Router;
+use crate::config::DEFAULT_TENANT;
+use crate::tenant::Tenant;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,52 +60,45 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
-/// What the HTTP server serves: the router, and what it needs of the
-/// configuration.
+/// What the HTTP server serves: the host's tenants, and what it needs of
+/// the configuration.
 #[derive(Clone)]
 pub struct Site {
-    /// The router behind every route.
-    pub router: Router,
-    /// The backend the `/tester` page talks to, if one is configured.
+    /// Every tenant, by name.
+    tenants: Arc<BTreeMap<String, Arc<Tenant>>>,
+    /// The default tenant's backend the `/tester` page talks to, if one is
+    /// configured.
     pub tester_backend: Option<String>,
-    /// How long a gateway waits for a backend's answer.
-    pub inbound_timeout: Duration,
-    /// The admin API's plugins and token; `None` turns it off.
-    pub admin: Option<Admin>,
+    /// The admin API's bearer token; `None` turns the API off.
+    pub admin_token: Option<String>,
 }
 
 impl Site {
-    /// The site of `router` configured by `config`, without the admin API.
-    pub fn new(router: Router, config: &Config) -> Self {
+    /// The site of a running host: its tenants, and the admin API when the
+    /// configuration sets `admin_token`.
+    pub fn for_host(host: &crate::Host) -> Self {
         Site {
-            router,
-            tester_backend: config.tester_backend().map(str::to_owned),
-            inbound_timeout: config.backend_limits.call_timeout,
-            admin: None,
+            tenants: Arc::new(host.tenants().iter().map(|t| (t.name().to_owned(), t.clone())).collect()),
+            tester_backend: host.config().tester_backend().map(str::to_owned),
+            admin_token: host.config().admin_token.clone(),
         }
     }
 
-    /// The site of a running host: its router, and the admin API when the
-    /// configuration sets `admin_token`.
-    pub fn for_host(host: &crate::Host) -> Self {
-        let mut site = Site::new(host.router().clone(), host.config());
-        site.admin = host.config().admin_token.clone().map(|token| Admin { registry: host.registry().clone(), token });
-        site
+    /// The tenant called `name`.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(name)
+    }
+
+    /// The default tenant.
+    fn default_tenant(&self) -> Option<&Arc<Tenant>> {
+        self.tenants.get(DEFAULT_TENANT)
     }
 }
 
-impl FromRef<Site> for Router {
-    fn from_ref(site: &Site) -> Router {
-        site.router.clone()
-    }
-}
-
-/// The HTTP routes of `site`.
-pub fn routes(site: Site) -> HttpRouter {
+/// The routes every tenant has, at `/t/<tenant>` and (the default tenant)
+/// at the root.
+fn tenant_routes() -> HttpRouter<Site> {
     HttpRouter::new()
-        .route("/", get(page::landing))
-        .route("/tester", get(tester::page))
-        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/receive", post(api::receive))
         .route("/api/v1/send", post(api::send))
         .route("/api/v1/connections", get(api::connections))
@@ -107,6 +110,17 @@ pub fn routes(site: Site) -> HttpRouter {
         .route("/backends/{backend}", any(backends::inbound))
         .route("/backends/{backend}/", any(backends::inbound))
         .route("/backends/{backend}/{*rest}", any(backends::inbound))
+}
+
+/// The HTTP routes of `site`.
+pub fn routes(site: Site) -> HttpRouter {
+    HttpRouter::new()
+        .route("/", get(page::landing))
+        .route("/tester", get(tester::page))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/admin/v1/tenants", get(admin::tenants))
+        .merge(tenant_routes())
+        .nest("/t/{tenant}", tenant_routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

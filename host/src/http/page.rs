@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::Html;
 
-use crate::router::Router;
+use super::Site;
 
 /// Escape text for HTML.
 pub(super) fn escape(text: &str) -> String {
@@ -14,7 +14,19 @@ fn list(items: &[&str]) -> String {
     items.iter().map(|i| format!("<li><code>{}</code></li>", escape(i))).collect()
 }
 
-pub(super) async fn landing(State(router): State<Router>) -> Html<String> {
+pub(super) async fn landing(State(site): State<Site>) -> Html<String> {
+    let (apps, backends) = match site.default_tenant() {
+        Some(tenant) => (list(&tenant.router().app_names()), list(&tenant.router().backend_names())),
+        None => (String::new(), String::new()),
+    };
+    let others = site.tenants.len().saturating_sub(1);
+    let tenants = match others {
+        0 => String::new(),
+        n => format!(
+            "<p>This host also serves {n} other tenant{s}, each under <code>/t/&lt;tenant&gt;/</code> with API keys of its own.</p>",
+            s = if n == 1 { "" } else { "s" }
+        ),
+    };
     Html(format!(
         r#"<!doctype html>
 <html lang="en">
@@ -26,6 +38,7 @@ code{{background:#f3f3f3;padding:0 .2em}}</style></head>
 <p>RapidSMS's messaging core as a WebAssembly plugin host.</p>
 <h2>Apps, in phase order</h2><ol>{apps}</ol>
 <h2>Backends</h2><ul>{backends}</ul>
+{tenants}
 <p><a href="/tester">Message tester</a> — be a phone and talk to the apps.</p>
 <h2>JSON API</h2>
 <ul>
@@ -38,7 +51,5 @@ code{{background:#f3f3f3;padding:0 .2em}}</style></head>
 <p>Gateways send to <code>/backends/&lt;backend name&gt;/</code>: each backend's component reads its provider's format.</p>
 </body></html>
 "#,
-        apps = list(&router.app_names()),
-        backends = list(&router.backend_names()),
     ))
 }

@@ -39,8 +39,18 @@ impl PluginEngine {
     /// A new engine with epoch interruption, its ticker thread and a linker
     /// holding the host functions and a deny-all WASI.
     pub fn new() -> anyhow::Result<Self> {
+        Self::build(false)
+    }
+
+    /// Like [`new`](Self::new), and counting fuel: plugins whose
+    /// [`Limits::fuel`](super::Limits::fuel) is set need this engine.
+    pub fn metered() -> anyhow::Result<Self> {
+        Self::build(true)
+    }
+
+    fn build(fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config.wasm_component_model(true).epoch_interruption(true).consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
 
         let base = || -> wasmtime::Result<Linker<PluginState>> {
@@ -71,6 +81,16 @@ impl PluginEngine {
             return Ok(engine.clone());
         }
         let engine = PluginEngine::new()?;
+        Ok(SHARED.get_or_init(|| engine).clone())
+    }
+
+    /// The process's shared [`metered`](Self::metered) engine.
+    pub fn shared_metered() -> anyhow::Result<Self> {
+        static SHARED: std::sync::OnceLock<PluginEngine> = std::sync::OnceLock::new();
+        if let Some(engine) = SHARED.get() {
+            return Ok(engine.clone());
+        }
+        let engine = PluginEngine::metered()?;
         Ok(SHARED.get_or_init(|| engine).clone())
     }
 

@@ -164,7 +164,7 @@ impl<W: World> Plugin<W> {
     /// A fresh, configured instance.
     async fn instantiate(&self) -> Result<Instance<W::Bindings>, StartFailure> {
         let limits = self.spec.limits;
-        let mut store = new_store(&self.engine, &self.name, &self.host, limits, &self.spec.allowed_hosts);
+        let mut store = new_store(&self.engine, &self.name, &self.host, &self.spec).map_err(StartFailure::Failed)?;
         arm(&mut store, limits);
         let bindings =
             W::instantiate(&self.pre, &mut store).await.map_err(|e| StartFailure::Failed(describe(&e, limits)))?;

@@ -25,6 +25,7 @@ mod breaker;
 mod cache;
 mod convert;
 mod engine;
+mod grants;
 mod instance;
 mod limits;
 mod outbound;
@@ -39,6 +40,7 @@ pub use self::app::WasmApp;
 pub use self::backend::WasmBackend;
 pub use self::breaker::Health;
 pub use self::engine::PluginEngine;
+pub use self::grants::{DirGrant, Grants};
 pub use self::limits::MemoryLimitExceeded;
 pub use self::outbound::AllowedHosts;
 pub use self::registry::{PluginInfo, PluginRegistry, SwapError, SwapReport};
@@ -58,11 +60,15 @@ pub struct Limits {
     /// call beyond it waits for one, up to its call timeout. Calls made
     /// from inside routing (nested in another plugin call) are not counted.
     pub max_instances: usize,
+    /// WebAssembly fuel (about one unit per instruction) one call may burn,
+    /// on top of its deadline; `None` meters nothing. Plugins with fuel run
+    /// on a metered engine, a little slower.
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 32 }
+        Limits { call_timeout: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 32, fuel: None }
     }
 }
 
@@ -132,6 +138,8 @@ pub struct HostContext {
     pub router: RouterLink,
     /// The store behind the plugin's `storage` interface.
     pub store: Arc<dyn Store>,
+    /// Longest text the plugin may respond, send or receive, in bytes.
+    pub max_text_bytes: usize,
 }
 
 /// How to set up one plugin.
@@ -145,6 +153,8 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// Where a backend may send HTTP requests (apps have no network).
     pub allowed_hosts: AllowedHosts,
+    /// Files, environment and sockets the operator grants it.
+    pub grants: Grants,
     /// Where compiled components are kept between runs; `None` keeps them
     /// in memory only.
     pub compile_cache: Option<std::path::PathBuf>,

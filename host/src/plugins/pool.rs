@@ -7,9 +7,8 @@ use wasmtime::{Store, Trap};
 
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::limits::MemoryLimitExceeded;
-use super::outbound::AllowedHosts;
 use super::state::PluginState;
-use super::{HostContext, Limits};
+use super::{HostContext, Limits, PluginSpec};
 
 /// Idle instances kept per plugin; more may run at once, the rest are dropped.
 const MAX_IDLE: usize = 8;
@@ -48,25 +47,32 @@ impl<B> Pool<B> {
     }
 }
 
-/// A fresh store for plugin `name`, with its memory limiter installed.
+/// A fresh store for plugin `spec`, with its memory limiter installed and
+/// the WASI its grants allow.
 pub(super) fn new_store(
     engine: &PluginEngine,
     name: &Arc<str>,
     host: &HostContext,
-    limits: Limits,
-    allowed: &AllowedHosts,
-) -> Store<PluginState> {
-    let state = PluginState::new(name.clone(), host.clone(), limits.memory_bytes, allowed.clone());
+    spec: &PluginSpec,
+) -> Result<Store<PluginState>, String> {
+    let limits = spec.limits;
+    let state =
+        PluginState::new(name.clone(), host.clone(), limits.memory_bytes, spec.allowed_hosts.clone(), &spec.grants)?;
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limiter);
-    store
+    Ok(store)
 }
 
-/// Set the deadline of the next call into `store`.
+/// Set the deadline (and, on a metered engine, the fuel) of the next call
+/// into `store`.
 pub(super) fn arm(store: &mut Store<PluginState>, limits: Limits) {
     let ticks = limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
     // One tick more: the current tick may be about to end.
     store.set_epoch_deadline(ticks.max(1) + 1);
+    if let Some(fuel) = limits.fuel {
+        // Only a metered engine counts fuel; elsewhere this fails harmlessly.
+        let _ = store.set_fuel(fuel);
+    }
 }
 
 /// A one-line account of why a call failed: the cause, without the wasm
@@ -77,6 +83,9 @@ pub(super) fn describe(err: &wasmtime::Error, limits: Limits) -> String {
     }
     let text = match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return format!("timed out after {} ms", limits.call_timeout.as_millis()),
+        Some(Trap::OutOfFuel) => {
+            return format!("ran out of fuel after {} units", limits.fuel.unwrap_or_default());
+        }
         Some(trap) => trap.to_string(),
         None => {
             let causes: Vec<String> = err

@@ -7,12 +7,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::HostContext;
 use super::bindings::backend_imports::rapidwasm::messaging::delivery;
 use super::bindings::imports::rapidwasm::messaging::{incoming, log, router, storage, types};
 use super::convert::{fields_from_wit, from_wit_connection, to_wit_connection, to_wit_contact};
 use super::limits::InstanceLimiter;
 use super::outbound::{AllowedHosts, OutboundPolicy};
+use super::{Grants, HostContext};
 use crate::messages::{MessageClass, ReplyTarget, RespondOptions, ResponseContext};
 use crate::router::RouterError;
 use crate::store::StoreError;
@@ -28,19 +28,6 @@ pub const MAX_SCAN: u32 = 1000;
 pub const MAX_LOG_BYTES: usize = 4096;
 /// Most responses one phase call may queue.
 pub const MAX_RESPONSES_PER_CALL: usize = 100;
-/// Longest text a plugin may respond, send or receive, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-
-/// Refuse a text longer than [`MAX_TEXT_BYTES`].
-fn check_text(text: &str) -> Result<(), HostError> {
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(HostError::InvalidArgument(format!(
-            "text of {} bytes is longer than the limit of {MAX_TEXT_BYTES}",
-            text.len()
-        )));
-    }
-    Ok(())
-}
 
 /// The incoming message a phase call is processing, and what the app asked
 /// the host to do with it.
@@ -70,24 +57,32 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub(super) fn new(plugin: Arc<str>, host: HostContext, memory_bytes: usize, allowed: AllowedHosts) -> Self {
-        PluginState {
+    /// The state of a new instance of `plugin`, with the WASI its `grants`
+    /// allow (deny-all without any).
+    pub(super) fn new(
+        plugin: Arc<str>,
+        host: HostContext,
+        memory_bytes: usize,
+        allowed: AllowedHosts,
+        grants: &Grants,
+    ) -> Result<Self, String> {
+        Ok(PluginState {
             outbound: OutboundPolicy { plugin: plugin.clone(), allowed },
             plugin,
             host,
-            // Deny-all: no preopens, no environment, no arguments, stdin
-            // closed, stdout/stderr discarded, no sockets.
-            wasi: WasiCtx::builder().build(),
+            // Deny-all unless granted: no preopens, no environment, no
+            // arguments, stdin closed, stdout/stderr discarded, no sockets.
+            wasi: grants.wasi()?,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: InstanceLimiter::new(memory_bytes),
             depth: 0,
             frame: None,
-        }
+        })
     }
 
     fn queue(&mut self, text: String, options: incoming::RespondOptions, class: MessageClass) -> Result<(), HostError> {
-        check_text(&text)?;
+        crate::router::check_text(&text, self.host.max_text_bytes).map_err(router_error)?;
         let frame = self.frame.as_mut().ok_or(HostError::NoCurrentMessage)?;
         if frame.responses.len() >= MAX_RESPONSES_PER_CALL {
             return Err(HostError::InvalidArgument(format!(
@@ -125,7 +120,9 @@ fn router_error(err: RouterError) -> HostError {
         RouterError::TooDeep(limit) => HostError::TooDeep(limit),
         RouterError::Store(err) => store_error(err),
         RouterError::Gone => HostError::Storage("the router has shut down".into()),
-        err @ (RouterError::NotDurable | RouterError::Duplicate(_)) => HostError::InvalidArgument(err.to_string()),
+        err @ (RouterError::NotDurable | RouterError::Duplicate(_) | RouterError::TooLarge { .. }) => {
+            HostError::InvalidArgument(err.to_string())
+        }
     }
 }
 
@@ -155,7 +152,6 @@ impl router::Host for PluginState {
         // Nothing borrowed from the store is held across the await.
         let route = self.router();
         let routed = async move {
-            check_text(&text)?;
             let connection = from_wit_connection(connection)?;
             let (router, depth) = route?;
             router.submit(text, connection, fields_from_wit(fields), depth).await.map_err(router_error)
@@ -171,7 +167,6 @@ impl router::Host for PluginState {
     ) -> wasmtime::Result<Result<String, HostError>> {
         let route = self.router();
         let routed = async move {
-            check_text(&text)?;
             let connections = connections.into_iter().map(from_wit_connection).collect::<Result<Vec<_>, _>>()?;
             let (router, depth) = route?;
             let msg = router.send_at_depth(text, connections, fields_from_wit(fields), depth).await;

@@ -202,6 +202,22 @@ pub enum RouterError {
     /// The request needs the durable router (`router = "durable"`).
     #[error("this needs the durable router (set `router = \"durable\"` in the configuration)")]
     NotDurable,
+    /// A message's text is longer than the tenant allows.
+    #[error("the text is {len} bytes long; the limit is {limit} bytes")]
+    TooLarge {
+        /// The text's length in bytes.
+        len: usize,
+        /// The limit (`max_message_bytes`).
+        limit: usize,
+    },
+}
+
+/// Refuse a text longer than `limit` bytes.
+pub fn check_text(text: &str, limit: usize) -> Result<(), RouterError> {
+    if text.len() > limit {
+        return Err(RouterError::TooLarge { len: text.len(), limit });
+    }
+    Ok(())
 }
 
 /// Router settings.
@@ -212,11 +228,13 @@ pub struct RouterOptions {
     /// Make the router durable (RapidSMS's `DatabaseRouter`) with this
     /// journal; `None` routes in process (RapidSMS's `BlockingRouter`).
     pub durable: Option<Durability>,
+    /// Longest message text received or sent, in bytes.
+    pub max_text_bytes: usize,
 }
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        RouterOptions { max_depth: 8, durable: None }
+        RouterOptions { max_depth: 8, durable: None, max_text_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES }
     }
 }
 
@@ -358,6 +376,7 @@ impl Router {
         depth: u32,
     ) -> Result<IncomingMessage, RouterError> {
         self.check_depth(depth)?;
+        check_text(&text, self.inner.options.max_text_bytes)?;
         self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
         let mut msg = IncomingMessage::new(text, connection);
         msg.fields = fields;
@@ -412,6 +431,7 @@ impl Router {
         depth: u32,
     ) -> Result<Submitted<OutgoingMessage>, RouterError> {
         self.check_depth(depth)?;
+        check_text(&text, self.inner.options.max_text_bytes)?;
         let mut msg = OutgoingMessage::new(text, connections);
         msg.fields = fields;
         if self.durable().is_none() {

@@ -10,7 +10,8 @@
 //! (a status that must not move backwards, a deduplication key) needs no
 //! further locking.
 //!
-//! Keys (one tree, `journal`):
+//! Keys (one tree per tenant: `journal` for the default tenant,
+//! `tenant:NAME:journal` for the others):
 //!
 //! | key | value |
 //! |---|---|
@@ -238,7 +239,7 @@ pub enum Attempt {
 }
 
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&sled::Db, &sled::Tree) -> Finish + Send>;
+type Job = Box<dyn FnOnce(&sled::Db) -> Finish + Send>;
 
 /// Most writes one group commit takes before it flushes.
 const MAX_GROUP: usize = 4096;
@@ -247,8 +248,30 @@ const MAX_GROUP: usize = 4096;
 #[derive(Clone)]
 pub struct Journal {
     tree: sled::Tree,
+    committer: Committer,
+}
+
+/// The one thread that writes every journal of a database (each tenant has
+/// its own journal tree), so one fsync carries the writes of all of them.
+#[derive(Clone)]
+pub(crate) struct Committer {
     jobs: mpsc::Sender<Job>,
     stats: Arc<Counters>,
+}
+
+impl Committer {
+    /// Start the committer thread of `db`.
+    pub(crate) fn start(db: &sled::Db) -> Result<Self, StoreError> {
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let db = db.clone();
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
+        std::thread::Builder::new()
+            .name("rapidwasm-journal".into())
+            .spawn(move || commit_loop(&db, &receiver, &counters))
+            .map_err(|e| StoreError::Engine(format!("cannot start the journal's committer: {e}")))?;
+        Ok(Committer { jobs, stats })
+    }
 }
 
 #[derive(Default)]
@@ -349,26 +372,18 @@ fn stage(db: &sled::Db, batch: &mut sled::Batch, staged: &Staged, now: u64) -> R
 }
 
 impl Journal {
-    /// The journal in `db`'s tree `journal`, with its committer thread.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        let tree = db.open_tree("journal").map_err(engine)?;
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let (db, committer_tree) = (db.clone(), tree.clone());
-        let stats = Arc::new(Counters::default());
-        let counters = stats.clone();
-        std::thread::Builder::new()
-            .name("rapidwasm-journal".into())
-            .spawn(move || commit_loop(&db, &committer_tree, &receiver, &counters))
-            .map_err(|e| StoreError::Engine(format!("cannot start the journal's committer: {e}")))?;
-        Ok(Journal { tree, jobs, stats })
+    /// The journal in `db`'s tree `tree`, written by `committer`.
+    pub(crate) fn open(db: &sled::Db, tree: &str, committer: Committer) -> Result<Self, StoreError> {
+        let tree = db.open_tree(tree).map_err(engine)?;
+        Ok(Journal { tree, committer })
     }
 
     /// Writes and flushes so far: their ratio is how many writes one fsync
     /// carries on average.
     pub fn stats(&self) -> JournalStats {
         JournalStats {
-            writes: self.stats.writes.load(Ordering::Relaxed),
-            flushes: self.stats.flushes.load(Ordering::Relaxed),
+            writes: self.committer.stats.writes.load(Ordering::Relaxed),
+            flushes: self.committer.stats.flushes.load(Ordering::Relaxed),
         }
     }
 
@@ -379,8 +394,9 @@ impl Journal {
         F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |db, tree| {
-            let result = work(db, tree);
+        let tree = self.tree.clone();
+        let job: Job = Box::new(move |db| {
+            let result = work(db, &tree);
             Box::new(move |flushed: Result<(), String>| {
                 let result = match flushed {
                     Ok(()) => result,
@@ -390,7 +406,7 @@ impl Journal {
             })
         });
         let gone = || StoreError::Engine("the journal's committer has stopped".into());
-        self.jobs.send(job).map_err(|_| gone())?;
+        self.committer.jobs.send(job).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
     }
 
@@ -676,12 +692,12 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// The committer: run every waiting job, flush once, answer them all.
-fn commit_loop(db: &sled::Db, tree: &sled::Tree, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
+fn commit_loop(db: &sled::Db, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
     while let Ok(first) = jobs.recv() {
-        let mut finishing = vec![first(db, tree)];
+        let mut finishing = vec![first(db)];
         while finishing.len() < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => finishing.push(job(db, tree)),
+                Ok(job) => finishing.push(job(db)),
                 Err(_) => break,
             }
         }
@@ -723,7 +739,8 @@ mod tests {
     fn open() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
-        (dir, Journal::open(&db).expect("journal"))
+        let committer = Committer::start(&db).expect("committer");
+        (dir, Journal::open(&db, "journal", committer).expect("journal"))
     }
 
     #[tokio::test]

@@ -1,14 +1,22 @@
 //! [`Store`] on sled: one tree per kind of record, JSON values.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::journal::{Committer, Journal};
 
 use super::{BackendRecord, ConnectionRecord, Store, StoreError, check_name, now_ms};
 use crate::messages::{Connection, Contact, generate_id};
 
-/// A [`Store`] in a sled database directory.
+/// A [`Store`] in a sled database directory: the default tenant's trees,
+/// or with [`tenant`](SledStore::tenant), another tenant's.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Prefix of this tenant's tree names (empty for the default tenant).
+    prefix: String,
+    /// The journals' committer, started by the first journal opened.
+    committer: Arc<Mutex<Option<Committer>>>,
     backends: sled::Tree,
     connections: sled::Tree,
     contacts: sled::Tree,
@@ -59,19 +67,44 @@ impl SledStore {
             }
             other => StoreError::Engine(format!("cannot open {}: {other}", path.display())),
         })?;
-        let tree = |name: &str| db.open_tree(name).map_err(engine);
+        Self::with_prefix(db, String::new(), Arc::default())
+    }
+
+    fn with_prefix(db: sled::Db, prefix: String, committer: Arc<Mutex<Option<Committer>>>) -> Result<Self, StoreError> {
+        let tree = |name: &str| db.open_tree(format!("{prefix}{name}")).map_err(engine);
         Ok(SledStore {
             backends: tree("backends")?,
             connections: tree("connections")?,
             contacts: tree("contacts")?,
             plugin_data: tree("plugin-data")?,
             db,
+            prefix,
+            committer,
         })
     }
 
-    /// The durable router's journal, in this database.
-    pub fn journal(&self) -> Result<super::journal::Journal, StoreError> {
-        super::journal::Journal::open(&self.db)
+    /// The store of tenant `name`, in the same database: trees of its own
+    /// (`tenant:NAME:connections`, ...), so nothing of one tenant is
+    /// reachable through another's store. The default tenant's is `self`.
+    pub fn tenant(&self, name: &str) -> Result<SledStore, StoreError> {
+        if name == crate::config::DEFAULT_TENANT {
+            return Ok(self.clone());
+        }
+        check_name("tenant name", name)?;
+        Self::with_prefix(self.db.clone(), format!("tenant:{name}:"), self.committer.clone())
+    }
+
+    /// This tenant's durable router journal. Every journal of the database
+    /// shares one committer thread, so one fsync serves all tenants.
+    pub fn journal(&self) -> Result<Journal, StoreError> {
+        let committer = {
+            let mut slot = self.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*slot {
+                Some(committer) => committer.clone(),
+                None => slot.insert(Committer::start(&self.db)?).clone(),
+            }
+        };
+        Journal::open(&self.db, &format!("{}journal", self.prefix), committer)
     }
 
     /// Insert `value` under `key` unless the key exists; either way return

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use self::lanes::Lane;
-use super::{Router, RouterError, RouterInner};
+use super::{Router, RouterError, RouterInner, check_text};
 use crate::messages::{Connection, IncomingMessage, MessageBase, OutgoingMessage};
 use crate::store::journal::{
     Accepted, Direction, Journal, MessageRecord, Queued, Staged, Status, TransmissionKey, TransmissionRecord,
@@ -282,6 +282,7 @@ impl Router {
         wait: bool,
     ) -> Result<Submitted<(String, Option<oneshot::Receiver<IncomingMessage>>)>, RouterError> {
         self.check_depth(depth)?;
+        check_text(&text, self.inner.options.max_text_bytes)?;
         let durable = self.durable().ok_or(RouterError::Gone)?;
         self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
         let mut msg = IncomingMessage::new(text, connection);
