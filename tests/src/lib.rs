@@ -208,6 +208,18 @@ pub fn app(name: &str, plugin: &str, settings: &str) -> String {
     format!("[[apps]]\nname = \"{name}\"\nplugin = \"builtin:{plugin}\"\nsettings = {{ {settings} }}\n")
 }
 
+/// `body` (apps, backends and `[limits]`, as the helpers above write them)
+/// moved into tenant `tenant`'s table, with `header` (its `api_keys`, ...)
+/// on top.
+pub fn in_tenant(tenant: &str, header: &str, body: &str) -> String {
+    let body = body
+        .replace("[[apps]]", &format!("[[tenants.{tenant}.apps]]"))
+        .replace("[apps.", &format!("[tenants.{tenant}.apps."))
+        .replace("[backends.", &format!("[tenants.{tenant}.backends."))
+        .replace("[limits]", &format!("[tenants.{tenant}.limits]"));
+    format!("[tenants.{tenant}]\n{header}\n{body}")
+}
+
 /// Twilio's webhook signature, computed independently of the plugin: the
 /// Base64 HMAC-SHA1 of the URL followed by the sorted parameters.
 pub fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {

@@ -279,6 +279,26 @@ mod tests {
     fn passes_the_store_conformance_suite() {
         let (_dir, store) = open();
         crate::store::conformance::check(&store);
+        crate::store::conformance::check(&store.tenant("acme").expect("tenant"));
+    }
+
+    #[test]
+    fn tenants_have_trees_of_their_own() {
+        let (_dir, store) = open();
+        let acme = store.tenant("acme").expect("acme");
+        let globex = store.tenant("globex").expect("globex");
+        acme.plugin_set("echo", "k", b"acme's").expect("set");
+        acme.lookup_connections("sms", &["1".into()]).expect("lookup");
+        let contact = acme.create_contact("Asha", "sw").expect("contact");
+        assert_eq!(globex.plugin_get("echo", "k").expect("get"), None);
+        assert_eq!(store.plugin_get("echo", "k").expect("get"), None);
+        assert!(globex.backends().expect("backends").is_empty());
+        assert!(globex.contact(&contact.id).expect("contact").is_none());
+        assert_eq!(
+            store.tenant("acme").expect("again").plugin_get("echo", "k").expect("get"),
+            Some(b"acme's".to_vec())
+        );
+        assert!(store.tenant("a\0b").is_err(), "tenant names are checked");
     }
 
     #[test]

@@ -13,11 +13,16 @@
 //! | `files` | read `/etc/passwd` and list `/` |
 //! | `env` | read the environment and the arguments |
 //! | `socket` | open a TCP connection to 127.0.0.1:22 |
+//! | `read PATH` | read the file at PATH |
+//! | `connect ADDR` | open a TCP connection to ADDR (`ip:port`) |
+//! | `lookup BACKEND IDENTITY` | look a connection up on BACKEND (another tenant's?) |
+//! | `send BACKEND IDENTITY` | send `stolen` to IDENTITY through BACKEND |
+//! | `contact BACKEND IDENTITY` | read the contact linked to that connection |
 //!
 //! What the host let through is reported in a response `leak: ...`; what it
 //! refused in `denied: ...`.
 
-use rapidwasm_guest::{App, IncomingMessage, log};
+use rapidwasm_guest::{App, Connection, IncomingMessage, contact_of, log, lookup_connections, send};
 
 /// The hostile app.
 #[derive(Default)]
@@ -46,6 +51,37 @@ fn report(msg: &IncomingMessage, what: &str, outcome: Result<String, String>) {
 rapidwasm_guest::app! {
     impl App for Hostile {
         fn handle(&self, msg: &IncomingMessage) -> bool {
+            let words: Vec<&str> = msg.text.split_whitespace().collect();
+            match words.as_slice() {
+                ["read", path] => {
+                    let read = std::fs::read_to_string(path).map(|s| s.trim().to_owned());
+                    report(msg, "read", read.map_err(|e| e.to_string()));
+                    return true;
+                }
+                ["connect", addr] => {
+                    let connected = std::net::TcpStream::connect(addr).map(|_| "connected".to_owned());
+                    report(msg, "connect", connected.map_err(|e| e.to_string()));
+                    return true;
+                }
+                ["lookup", backend, identity] => {
+                    let found = lookup_connections(backend, &[identity]).map(|c| format!("{c:?}"));
+                    report(msg, "lookup", found.map_err(|e| format!("{e:?}")));
+                    return true;
+                }
+                ["send", backend, identity] => {
+                    let to = Connection { backend: (*backend).to_owned(), identity: (*identity).to_owned() };
+                    let sent = send("stolen", &[to], &[]);
+                    report(msg, "send", sent.map_err(|e| format!("{e:?}")));
+                    return true;
+                }
+                ["contact", backend, identity] => {
+                    let to = Connection { backend: (*backend).to_owned(), identity: (*identity).to_owned() };
+                    let found = contact_of(&to).map(|c| format!("{c:?}"));
+                    report(msg, "contact", found.map_err(|e| format!("{e:?}")));
+                    return true;
+                }
+                _ => {}
+            }
             match msg.text.as_str() {
                 "loop" => {
                     let mut n: u64 = 0;
