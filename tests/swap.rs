@@ -198,3 +198,99 @@ async fn swaps_are_checked_first_and_the_admin_api_is_guarded() {
     let off = client.get(format!("{}/admin/v1/plugins", p.base)).bearer_auth(token).send().await.expect("list");
     assert_eq!(off.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_are_loaded_and_unloaded_while_the_host_runs() {
+    let gateway = rapidwasm_tests::gateway::Gateway::start(503, "down").await;
+    let token = "load-unload-token-0123";
+    let body = format!(
+        "admin_token = \"{token}\"\n[router]\nkind = \"durable\"\nretry_initial_ms = 200\nretry_max_ms = 400\n{}{}{}",
+        app("echo", "echo", ""),
+        app("default", "default", ""),
+        console("console", ""),
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let served = t.serve().await;
+    let client = reqwest::Client::new();
+    let plugins = format!("{}/admin/v1/plugins", served.base);
+    let answer = async |text: &str| -> Vec<String> {
+        let body = json!({"text": text, "backend": "console", "identity": "5"});
+        let reply: Value = client
+            .post(format!("{}/api/v1/receive", served.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        reply["responses"]
+            .as_array()
+            .expect("responses")
+            .iter()
+            .map(|r| r["text"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let load =
+        async |request: Value| client.post(&plugins).bearer_auth(token).json(&request).send().await.expect("post");
+
+    // An app, first in the phases.
+    assert_eq!(answer("ping").await, ["Sorry, RapidSMS could not understand your message."]);
+    let response = load(json!({"name": "ping", "kind": "app", "plugin": "builtin:ping", "position": 0})).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(t.host.router().app_names(), ["ping", "echo", "default"]);
+    assert_eq!(answer("ping").await, ["pong"]);
+    let again = load(json!({"name": "ping", "kind": "app", "plugin": "builtin:ping"})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let robot = load(json!({"name": "robot", "kind": "robot", "plugin": "builtin:ping"})).await;
+    assert_eq!(robot.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let wrong = load(json!({"name": "pinger", "kind": "backend", "plugin": "builtin:ping"})).await;
+    assert_eq!(wrong.status(), StatusCode::UNPROCESSABLE_ENTITY, "an app does not fit the backend world");
+    assert!(!t.host.registry().contains("pinger"), "nothing is left of a refused load");
+
+    // A backend: its sends fail while the gateway is down, so they wait in
+    // the outbox; unloaded, they stay there; loaded again, they are sent.
+    let settings = json!({"outbound_url": format!("{}/send?to={{identity}}&text={{text}}", gateway.url())});
+    let sms = json!({"name": "sms", "kind": "backend", "plugin": "builtin:http", "settings": settings, "allowed_hosts": [gateway.host()]});
+    assert_eq!(load(sms.clone()).await.status(), StatusCode::CREATED);
+    let sent: Value = client
+        .post(format!("{}/api/v1/send", served.base))
+        .json(&json!({"text": "kept", "connections": [{"backend": "sms", "identity": "9"}]}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = sent["message_id"].as_str().expect("id").to_owned();
+    rapidwasm_tests::eventually(Duration::from_secs(5), async || (!gateway.requests().is_empty()).then_some(()))
+        .await
+        .expect("the backend tried");
+    let response = client.delete(format!("{plugins}/sms")).bearer_auth(token).send().await.expect("delete");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t.host.router().backend_names(), ["console"]);
+    let tries = gateway.requests().len();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(gateway.requests().len(), tries, "an unloaded backend sends nothing");
+    let (record, _) = t.host.router().message_record(&id).expect("read").expect("stored");
+    assert_eq!(record.text, "kept");
+    gateway.set_status(200);
+    assert_eq!(load(sms).await.status(), StatusCode::CREATED);
+    let delivered = rapidwasm_tests::eventually(Duration::from_secs(5), async || {
+        let requests = gateway.requests();
+        let last = requests.last()?;
+        let pairs = rapidwasm_tests::gateway::query_pairs(last);
+        (rapidwasm_tests::gateway::value(&pairs, "text") == Some("kept") && tries < requests.len()).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "the message that waited was sent by the backend loaded again");
+
+    // Unloading an app takes it out of the phases; unknown names are 404.
+    let response = client.delete(format!("{plugins}/ping")).bearer_auth(token).send().await.expect("delete");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(answer("ping").await, ["Sorry, RapidSMS could not understand your message."]);
+    let response = client.delete(format!("{plugins}/ping")).bearer_auth(token).send().await.expect("delete");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = client.delete(format!("{plugins}/echo")).send().await.expect("delete");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

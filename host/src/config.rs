@@ -742,7 +742,7 @@ fn make_limits(call_timeout_ms: u64, memory_mib: u64, max_instances: usize, fuel
 
 /// Names: 1–64 ASCII letters, digits, `-` or `_` (they appear in URLs,
 /// logs and storage keys).
-fn check_plugin_name(name: &str) -> Result<(), String> {
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, PluginConfig, TenantConfig};
 use crate::host::{StartError, source_bytes};
-use crate::plugins::{HostContext, PluginEngine, PluginRegistry, PluginSpec};
+use crate::messages::Fields;
+use crate::plugins::{
+    AllowedHosts, Grants, HostContext, PluginEngine, PluginInfo, PluginKind, PluginRegistry, PluginSpec, SwapError,
+};
 use crate::router::{App, Backend, Durability, Observer, Router, RouterLink, RouterOptions};
 use crate::store::Store;
 use crate::store::journal::Journal;
@@ -27,6 +30,7 @@ use crate::store::journal::Journal;
 /// One running tenant.
 pub struct Tenant {
     config: TenantConfig,
+    defaults: LoadDefaults,
     router: Router,
     store: Arc<dyn Store>,
     registry: Arc<PluginRegistry>,
@@ -80,6 +84,11 @@ impl Tenant {
         let router = Router::new(apps, backends, store.clone(), observers, options, &link);
         router.recover().await.map_err(|e| StartError::Recover(format!("tenant `{}`: {e}", tenant.name)))?;
         Ok(Tenant {
+            defaults: LoadDefaults {
+                compile_cache: config.compile_cache.clone(),
+                project_name: config.project_name.clone(),
+                default_response: config.default_response.clone(),
+            },
             rate: tenant.limits.calls_per_second.map(RateLimit::new),
             config: tenant.clone(),
             router,
@@ -113,6 +122,60 @@ impl Tenant {
         &self.store
     }
 
+    /// Load a new app or backend while the tenant runs: it is compiled,
+    /// checked against its world and configured first, then added to the
+    /// router (an app at `load.position` in the phases, else last). It runs
+    /// with the tenant's limits and no grants; it lasts until the host
+    /// stops (put it in the configuration to keep it).
+    pub async fn load(&self, load: Load) -> Result<PluginInfo, SwapError> {
+        crate::config::check_plugin_name(&load.name).map_err(SwapError::BadName)?;
+        if self.registry.contains(&load.name) {
+            return Err(SwapError::AlreadyLoaded(load.name));
+        }
+        let limits = &self.config.limits;
+        let mut settings = load.settings;
+        let spec = |limits, allowed_hosts, settings| PluginSpec {
+            name: load.name.clone(),
+            settings,
+            limits,
+            allowed_hosts,
+            grants: Grants::default(),
+            compile_cache: Some(self.defaults.compile_cache.clone()),
+        };
+        match load.kind {
+            PluginKind::App => {
+                settings.entry("project_name".to_owned()).or_insert_with(|| self.defaults.project_name.clone());
+                settings.entry("default_response".to_owned()).or_insert_with(|| self.defaults.default_response.clone());
+                let spec = spec(limits.app, AllowedHosts::none(), settings);
+                let app = self.registry.load_app(&load.bytes, &load.source, spec).await?;
+                self.router.add_app(app, load.position);
+            }
+            PluginKind::Backend => {
+                settings.insert("backend_name".to_owned(), load.name.clone());
+                self.store.ensure_backend(&load.name).map_err(|e| SwapError::BadName(e.to_string()))?;
+                let spec = spec(limits.backend, load.allowed_hosts, settings);
+                let backend = self.registry.load_backend(&load.bytes, &load.source, spec).await?;
+                self.router.add_backend(backend);
+            }
+        }
+        tracing::info!(tenant = self.name(), plugin = load.name, kind = %load.kind, source = load.source, "plugin loaded");
+        self.registry.info(&load.name).ok_or(SwapError::NoSuchPlugin(load.name))
+    }
+
+    /// Take app or backend `name` out of the tenant while it runs. Calls
+    /// already running finish; a backend's sends in flight are waited for
+    /// (up to its call timeout), and what it still had queued stays in the
+    /// outbox until a backend of that name is loaded again.
+    pub async fn unload(&self, name: &str) -> Result<PluginInfo, SwapError> {
+        let info = self.registry.info(name).ok_or_else(|| SwapError::NoSuchPlugin(name.to_owned()))?;
+        if info.kind == PluginKind::App.to_string() {
+            self.router.remove_app(name);
+        } else {
+            self.router.remove_backend(name, self.config.limits.backend.call_timeout).await;
+        }
+        self.registry.unload(name)
+    }
+
     /// Whether `key` is one of its API keys (compared in time independent
     /// of where keys differ). A tenant without keys accepts every request.
     pub fn accepts_key(&self, key: Option<&str>) -> bool {
@@ -130,6 +193,34 @@ impl Tenant {
             None => Ok(()),
         }
     }
+}
+
+/// A plugin to load into a running tenant.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Its name, unique in the tenant.
+    pub name: String,
+    /// App or backend.
+    pub kind: PluginKind,
+    /// Where the component came from (`builtin:NAME` or a path), for the
+    /// plugin list.
+    pub source: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// The settings for its `configure`.
+    pub settings: Fields,
+    /// Where a backend may send HTTP requests.
+    pub allowed_hosts: AllowedHosts,
+    /// An app's place in the phases (0: first); `None`: last.
+    pub position: Option<usize>,
+}
+
+/// What plugins loaded at run time get from the configuration.
+#[derive(Debug, Clone)]
+struct LoadDefaults {
+    compile_cache: std::path::PathBuf,
+    project_name: String,
+    default_response: String,
 }
 
 /// Compare secrets in time independent of where they differ.

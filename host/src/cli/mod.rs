@@ -107,8 +107,12 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetters,
     },
-    /// List or hot-swap the plugins of the running server (its admin API).
+    /// List, load, swap or unload the plugins of the running server (its
+    /// admin API).
     Plugins {
+        /// The tenant whose plugins these are (default: the top-level one).
+        #[arg(long, global = true)]
+        tenant: Option<String>,
         /// What to do.
         #[command(subcommand)]
         action: Plugins,
@@ -136,6 +140,32 @@ enum Plugins {
         /// settings stay.
         #[arg(long = "setting", value_parser = parse_field)]
         settings: Vec<(String, String)>,
+    },
+    /// Load a new app or backend into the running server; it lasts until
+    /// the server stops (add it to the configuration to keep it).
+    Load {
+        /// Its name, unique in the tenant.
+        name: String,
+        /// `builtin:NAME` or a `.wasm` file.
+        plugin: String,
+        /// `app` or `backend`.
+        #[arg(long, value_parser = ["app", "backend"])]
+        kind: String,
+        /// A setting KEY=VALUE (repeatable).
+        #[arg(long = "setting", value_parser = parse_field)]
+        settings: Vec<(String, String)>,
+        /// A host a backend may send HTTP requests to (repeatable).
+        #[arg(long = "allow")]
+        allowed_hosts: Vec<String>,
+        /// An app's place in the phases (0: first); last if not given.
+        #[arg(long)]
+        position: Option<usize>,
+    },
+    /// Take an app or backend out of the running server: calls in flight
+    /// finish, a backend's queued messages wait in the outbox.
+    Unload {
+        /// The app's or backend's name.
+        name: String,
     },
 }
 
@@ -315,7 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             journal::print_status(&rapidwasm::http::MessageStatus { message, status, transmissions })
         }
         Command::DeadLetters { action } => journal::dead_letters(config, action).await,
-        Command::Plugins { action } => admin::plugins(&config, action).await,
+        Command::Plugins { tenant, action } => admin::plugins(&config, tenant.as_deref(), action).await,
         Command::PluginData { plugin, prefix, limit } => {
             let host = start(config, Vec::new()).await?;
             for (key, value) in host.store().plugin_scan(&plugin, &prefix, None, limit)? {
@@ -397,7 +427,7 @@ async fn stop_signal() {
 
 async fn chat(config: Config, backend: String, identity: String) -> anyhow::Result<()> {
     let host = start(config, Vec::new()).await?;
-    if !host.router().backend_names().contains(&backend.as_str()) {
+    if !host.router().backend_names().contains(&backend) {
         bail!("no backend {backend:?} is configured");
     }
     println!("You are {identity} on {backend}. Type a message and press Enter; Ctrl-D ends.");

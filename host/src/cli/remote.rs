@@ -47,6 +47,15 @@ pub async fn get_as<R: DeserializeOwned>(listen: SocketAddr, path: &str, token: 
     call(request, &url).await
 }
 
+/// DELETE `path` on the server at `listen` with a bearer token, and decode
+/// its answer.
+pub async fn delete_as<R: DeserializeOwned>(listen: SocketAddr, path: &str, token: &str) -> anyhow::Result<R> {
+    // Unloading a backend waits for its sends in flight.
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(660)).build()?;
+    let url = format!("http://{listen}{path}");
+    call(client.delete(&url).bearer_auth(token), &url).await
+}
+
 async fn call<R: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<R> {
     let response = request
         .send()

@@ -16,8 +16,8 @@ use super::Site;
 use super::api::ApiError;
 use super::scope::Scope;
 use crate::messages::Fields;
-use crate::plugins::{PluginInfo, SwapError, SwapReport};
-use crate::tenant::same_secret;
+use crate::plugins::{AllowedHosts, PluginInfo, PluginKind, SwapError, SwapReport};
+use crate::tenant::{Load, same_secret};
 
 /// One tenant, as `GET /admin/v1/tenants` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +89,8 @@ pub(super) async fn tenants(State(site): State<Site>, headers: HeaderMap) -> Res
                 } else {
                     format!("/t/{}/", tenant.name())
                 },
-                apps: tenant.router().app_names().into_iter().map(str::to_owned).collect(),
-                backends: tenant.router().backend_names().into_iter().map(str::to_owned).collect(),
+                apps: tenant.router().app_names(),
+                backends: tenant.router().backend_names(),
                 api_keys: config.api_keys.len(),
                 max_message_bytes: limits.max_message_bytes,
                 calls_per_second: limits.calls_per_second,
@@ -119,6 +119,42 @@ pub(super) async fn plugins(
     Ok(Json(tenant.registry().list()))
 }
 
+fn refused(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_refused", message)
+}
+
+impl From<SwapError> for ApiError {
+    fn from(err: SwapError) -> Self {
+        match err {
+            SwapError::NoSuchPlugin(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            SwapError::AlreadyLoaded(_) => ApiError::new(StatusCode::CONFLICT, "already_loaded", err.to_string()),
+            SwapError::Load(_) | SwapError::BadName(_) => refused(err.to_string()),
+        }
+    }
+}
+
+/// The component `plugin` (`builtin:NAME` or an absolute path on the
+/// host's machine) names, with its label for the plugin list.
+fn component(name: &str, plugin: &str) -> Result<(String, Vec<u8>), ApiError> {
+    if !plugin.starts_with("builtin:") && !std::path::Path::new(plugin).is_absolute() {
+        return Err(refused(format!("{plugin:?} is neither builtin:NAME nor an absolute path")));
+    }
+    let source = crate::config::plugin_source(plugin, std::path::Path::new("/")).map_err(refused)?;
+    let bytes = crate::source_bytes(name, &source).map_err(|e| refused(e.to_string()))?;
+    Ok((source.to_string(), bytes.into_owned()))
+}
+
+/// Run `work` on a task of its own, so a client that hangs up does not
+/// cancel a swap, load or unload half-way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, SwapError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(work).await {
+        Ok(done) => Ok(done?),
+        Err(join) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "swap_failed", join.to_string())),
+    }
+}
+
 pub(super) async fn swap(
     State(site): State<Site>,
     Scope(tenant): Scope,
@@ -129,23 +165,72 @@ pub(super) async fn swap(
     authorize(&site, &headers)?;
     let name = params.get("name").cloned().unwrap_or_default();
     let Json(request) = body?;
-    let refused = |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_refused", message);
-    if !request.plugin.starts_with("builtin:") && !std::path::Path::new(&request.plugin).is_absolute() {
-        return Err(refused(format!("{:?} is neither builtin:NAME nor an absolute path", request.plugin)));
-    }
-    let source = crate::config::plugin_source(&request.plugin, std::path::Path::new("/")).map_err(refused)?;
-    let bytes = crate::source_bytes(&name, &source).map_err(|e| refused(e.to_string()))?;
-    // Loading compiles on this task; run it off the request's own so a
-    // client that hangs up does not cancel a swap half-way.
-    let label = source.to_string();
+    let (label, bytes) = component(&name, &request.plugin)?;
     let registry = tenant.registry().clone();
-    let swapped = tokio::spawn(async move { registry.swap(&name, &bytes, &label, request.settings).await }).await;
-    match swapped {
-        Ok(Ok(report)) => Ok(Json(report)),
-        Ok(Err(err @ SwapError::NoSuchPlugin(_))) => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()))
-        }
-        Ok(Err(err @ SwapError::Load(_))) => Err(refused(err.to_string())),
-        Err(join) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "swap_failed", join.to_string())),
+    let report = detached(async move { registry.swap(&name, &bytes, &label, request.settings).await }).await?;
+    Ok(Json(report))
+}
+
+/// `POST /admin/v1/plugins`: load a new app or backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    /// Its name, unique in the tenant.
+    pub name: String,
+    /// `app` or `backend`.
+    pub kind: String,
+    /// `builtin:NAME` or an absolute path to a `.wasm` component on the
+    /// host's machine.
+    pub plugin: String,
+    /// The settings for its `configure`.
+    #[serde(default)]
+    pub settings: Fields,
+    /// Where a backend may send HTTP requests.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// An app's place in the phases (0: first); last when absent.
+    #[serde(default)]
+    pub position: Option<usize>,
+}
+
+pub(super) async fn load(
+    State(site): State<Site>,
+    Scope(tenant): Scope,
+    headers: HeaderMap,
+    body: Result<Json<LoadRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<PluginInfo>), ApiError> {
+    authorize(&site, &headers)?;
+    let Json(request) = body?;
+    let kind = match request.kind.as_str() {
+        "app" => PluginKind::App,
+        "backend" => PluginKind::Backend,
+        other => return Err(refused(format!("`kind` is {other:?}: use \"app\" or \"backend\""))),
+    };
+    if kind == PluginKind::App && (!request.allowed_hosts.is_empty()) {
+        return Err(refused("`allowed_hosts` is for backends: apps have no network".into()));
     }
+    let allowed_hosts = AllowedHosts::parse(&request.allowed_hosts).map_err(refused)?;
+    let (source, bytes) = component(&request.name, &request.plugin)?;
+    let load = Load {
+        name: request.name,
+        kind,
+        source,
+        bytes,
+        settings: request.settings,
+        allowed_hosts,
+        position: request.position,
+    };
+    let info = detached(async move { tenant.load(load).await }).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+pub(super) async fn unload(
+    State(site): State<Site>,
+    Scope(tenant): Scope,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<PluginInfo>, ApiError> {
+    authorize(&site, &headers)?;
+    let name = params.get("name").cloned().unwrap_or_default();
+    Ok(Json(detached(async move { tenant.unload(&name).await }).await?))
 }

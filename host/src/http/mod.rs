@@ -14,6 +14,8 @@
 //! | `GET /api/v1/connections?backend=B&identity=I` | look connections up (creating them) |
 //! | any `/backends/<name>/...` | handed to backend `<name>`'s component |
 //! | `GET /admin/v1/plugins` | the running plugins (bearer `admin_token`) |
+//! | `POST /admin/v1/plugins` | load a new app or backend while the host runs |
+//! | `DELETE /admin/v1/plugins/<name>` | unload an app or backend while the host runs |
 //! | `POST /admin/v1/plugins/<name>/swap` | replace a plugin's component while the host runs |
 //! | `GET /admin/v1/tenants` | every tenant, its plugins and limits (bearer `admin_token`) |
 //!
@@ -42,9 +44,9 @@ use std::sync::Arc;
 
 use axum::Router as HttpRouter;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 
-pub use self::admin::{SwapRequest, TenantInfo};
+pub use self::admin::{LoadRequest, SwapRequest, TenantInfo};
 pub use self::api::{
     ApiConnection, ApiResponse, ErrorBody, ErrorDetail, MAX_IDEMPOTENCY_KEY, ReceiveRequest, ReceiveResponse,
     SendRequest, SendResponse,
@@ -105,7 +107,8 @@ fn tenant_routes() -> HttpRouter<Site> {
         .route("/api/v1/messages/{id}", get(journal::message))
         .route("/api/v1/dead-letters", get(journal::dead_letters))
         .route("/api/v1/dead-letters/requeue", post(journal::requeue))
-        .route("/admin/v1/plugins", get(admin::plugins))
+        .route("/admin/v1/plugins", get(admin::plugins).post(admin::load))
+        .route("/admin/v1/plugins/{name}", delete(admin::unload))
         .route("/admin/v1/plugins/{name}/swap", post(admin::swap))
         .route("/backends/{backend}", any(backends::inbound))
         .route("/backends/{backend}/", any(backends::inbound))

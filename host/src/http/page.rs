@@ -10,7 +10,7 @@ pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn list(items: &[&str]) -> String {
+fn list(items: &[String]) -> String {
     items.iter().map(|i| format!("<li><code>{}</code></li>", escape(i))).collect()
 }
 

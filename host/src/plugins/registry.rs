@@ -135,12 +135,18 @@ pub struct SwapReport {
     pub draining_calls: usize,
 }
 
-/// Why a swap was refused.
+/// Why a swap, load or unload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     /// No plugin has that name.
     #[error("no app or backend is named `{0}`")]
     NoSuchPlugin(String),
+    /// A plugin of that name is already loaded (swap it instead).
+    #[error("an app or backend named `{0}` is already loaded; swap it instead")]
+    AlreadyLoaded(String),
+    /// The name cannot be used.
+    #[error("{0}")]
+    BadName(String),
     /// The new version did not load; the old one keeps serving.
     #[error("{0}; the running version keeps serving")]
     Load(#[from] PluginError),
@@ -182,7 +188,7 @@ impl PluginRegistry {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn info(spec: &PluginSpec, kind: PluginKind, source: &str, bytes: &[u8], version: u64) -> PluginInfo {
+    fn new_info(spec: &PluginSpec, kind: PluginKind, source: &str, bytes: &[u8], version: u64) -> PluginInfo {
         PluginInfo {
             name: spec.name.clone(),
             kind: kind.to_string(),
@@ -200,7 +206,7 @@ impl PluginRegistry {
     pub async fn load_app(&self, bytes: &[u8], source: &str, spec: PluginSpec) -> Result<Arc<dyn App>, PluginError> {
         let app = WasmApp::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
         let slot = Arc::new(Slot::new(spec.name.clone(), app));
-        let info = Self::info(&spec, PluginKind::App, source, bytes, 1);
+        let info = Self::new_info(&spec, PluginKind::App, source, bytes, 1);
         self.entries().insert(spec.name.clone(), Entry { running: Running::App(slot.clone()), spec, info });
         Ok(slot)
     }
@@ -214,9 +220,27 @@ impl PluginRegistry {
     ) -> Result<Arc<dyn Backend>, PluginError> {
         let backend = WasmBackend::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
         let slot = Arc::new(Slot::new(spec.name.clone(), backend));
-        let info = Self::info(&spec, PluginKind::Backend, source, bytes, 1);
+        let info = Self::new_info(&spec, PluginKind::Backend, source, bytes, 1);
         self.entries().insert(spec.name.clone(), Entry { running: Running::Backend(slot.clone()), spec, info });
         Ok(slot)
+    }
+
+    /// Whether a plugin called `name` is loaded.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries().contains_key(name)
+    }
+
+    /// Forget plugin `name` (the caller has taken it out of the router);
+    /// calls still running finish on it. Returns what it was.
+    pub fn unload(&self, name: &str) -> Result<PluginInfo, SwapError> {
+        let entry = self.entries().remove(name).ok_or_else(|| SwapError::NoSuchPlugin(name.to_owned()))?;
+        tracing::info!(plugin = name, kind = entry.info.kind, "plugin unloaded");
+        Ok(entry.info)
+    }
+
+    /// What the registry tells about plugin `name`.
+    pub fn info(&self, name: &str) -> Option<PluginInfo> {
+        self.list().into_iter().find(|p| p.name == name)
     }
 
     /// Every plugin, by name, with its breaker's state.
@@ -282,7 +306,7 @@ impl PluginRegistry {
             _ => return Err(SwapError::NoSuchPlugin(name.to_owned())),
         };
         entry.spec = spec;
-        entry.info = Self::info(&entry.spec, kind, source, bytes, version + 1);
+        entry.info = Self::new_info(&entry.spec, kind, source, bytes, version + 1);
         tracing::info!(
             plugin = name,
             source,

@@ -24,11 +24,12 @@ impl Router {
             connection: msg.connections[0].clone(),
             text: msg.text.clone(),
         });
+        let roster = self.roster();
         for phase in Phase::INCOMING {
             if phase == Phase::Default && msg.handled {
                 continue;
             }
-            for app in &self.inner.apps {
+            for app in &roster.apps {
                 if !app.phases().contains(phase) {
                     continue;
                 }

@@ -247,9 +247,15 @@ pub struct Durability {
     pub options: DurableOptions,
 }
 
-struct RouterInner {
+/// The apps and backends a router calls: replaced whole when one is loaded
+/// or unloaded, so a message routes on one consistent set.
+struct Roster {
     apps: Vec<Arc<dyn App>>,
     backends: HashMap<String, Arc<dyn Backend>>,
+}
+
+struct RouterInner {
+    roster: std::sync::RwLock<Arc<Roster>>,
     store: Arc<dyn Store>,
     observers: Vec<Arc<dyn Observer>>,
     options: RouterOptions,
@@ -264,10 +270,7 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router")
-            .field("apps", &self.inner.apps.iter().map(|a| a.name()).collect::<Vec<_>>())
-            .field("backends", &self.inner.backends.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Router").field("apps", &self.app_names()).field("backends", &self.backend_names()).finish()
     }
 }
 
@@ -309,11 +312,13 @@ impl Router {
         options: RouterOptions,
         link: &RouterLink,
     ) -> Self {
-        let backends = backends.into_iter().map(|b| (b.name().to_owned(), b)).collect();
+        let backends: HashMap<String, Arc<dyn Backend>> =
+            backends.into_iter().map(|b| (b.name().to_owned(), b)).collect();
         let durability = options.durable.clone();
-        let inner = Arc::new(RouterInner { apps, backends, store, observers, options, durable: OnceLock::new() });
+        let roster = std::sync::RwLock::new(Arc::new(Roster { apps, backends: backends.clone() }));
+        let inner = Arc::new(RouterInner { roster, store, observers, options, durable: OnceLock::new() });
         if let Some(Durability { journal, options }) = durability {
-            let durable = durable::Durable::start(journal, options, &inner.backends, &Arc::downgrade(&inner));
+            let durable = durable::Durable::start(journal, options, &backends, &Arc::downgrade(&inner));
             let _ = inner.durable.set(durable);
         }
         // A link connects to the first router only; later routers built with
@@ -322,21 +327,80 @@ impl Router {
         Router { inner }
     }
 
-    /// The configured apps' names, in order.
-    pub fn app_names(&self) -> Vec<&str> {
-        self.inner.apps.iter().map(|a| a.name()).collect()
+    /// The apps and backends now.
+    fn roster(&self) -> Arc<Roster> {
+        self.inner.roster.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The configured backends' names.
-    pub fn backend_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.inner.backends.keys().map(String::as_str).collect();
+    /// Change the roster with `change`, which sees the current one.
+    fn change_roster<T>(&self, change: impl FnOnce(&mut Roster) -> T) -> T {
+        let mut roster = self.inner.roster.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = Roster { apps: roster.apps.clone(), backends: roster.backends.clone() };
+        let result = change(&mut next);
+        *roster = Arc::new(next);
+        result
+    }
+
+    /// The apps' names, in phase order.
+    pub fn app_names(&self) -> Vec<String> {
+        self.roster().apps.iter().map(|a| a.name().to_owned()).collect()
+    }
+
+    /// The backends' names, sorted.
+    pub fn backend_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.roster().backends.keys().cloned().collect();
         names.sort_unstable();
         names
     }
 
+    /// Add `app` to the phases at `position` (0 is first; `None` or past
+    /// the end: last). Messages already routing keep the apps they started
+    /// with.
+    pub fn add_app(&self, app: Arc<dyn App>, position: Option<usize>) {
+        self.change_roster(|roster| {
+            let at = position.unwrap_or(usize::MAX).min(roster.apps.len());
+            roster.apps.insert(at, app);
+        });
+    }
+
+    /// Take app `name` out of the phases; messages already routing finish
+    /// with it. Returns whether there was one.
+    pub fn remove_app(&self, name: &str) -> bool {
+        self.change_roster(|roster| {
+            let before = roster.apps.len();
+            roster.apps.retain(|a| a.name() != name);
+            roster.apps.len() != before
+        })
+    }
+
+    /// Add `backend`. Under the durable router it gets a send lane, and
+    /// what the outbox holds for a backend of its name (left by an earlier
+    /// one, or a previous run) is sent through it.
+    pub fn add_backend(&self, backend: Arc<dyn Backend>) {
+        let name = backend.name().to_owned();
+        self.change_roster(|roster| roster.backends.insert(name, backend.clone()));
+        if let Some(durable) = self.durable() {
+            durable.add_lane(backend, &Arc::downgrade(&self.inner));
+        }
+    }
+
+    /// Take backend `name` away. New messages to it fail at once (under
+    /// the durable router: dead letters to re-queue later); under the
+    /// durable router its sends in flight are waited for, up to `within`,
+    /// and what it still had queued stays in the outbox for a backend of
+    /// the same name. Returns whether there was one.
+    pub async fn remove_backend(&self, name: &str, within: std::time::Duration) -> bool {
+        let removed = self.change_roster(|roster| roster.backends.remove(name)).is_some();
+        if let Some(durable) = self.durable() {
+            durable.remove_lane(name, within).await;
+        }
+        removed
+    }
+
     /// Hand an inbound HTTP request to backend `backend`.
     pub async fn handle_http(&self, backend: &str, request: InboundRequest) -> Result<InboundResponse, InboundError> {
-        let found = self.inner.backends.get(backend).ok_or_else(|| InboundError::NoSuchBackend(backend.to_owned()))?;
+        let roster = self.roster();
+        let found = roster.backends.get(backend).ok_or_else(|| InboundError::NoSuchBackend(backend.to_owned()))?;
         found
             .handle_http(request)
             .await

@@ -28,7 +28,8 @@ impl Router {
     /// Run the outgoing phase (apps in reverse order): false when an app
     /// cancelled the send; otherwise the message is marked processed.
     pub(crate) async fn outgoing_phase(&self, msg: &mut OutgoingMessage, depth: u32) -> bool {
-        for app in self.inner.apps.iter().rev() {
+        let roster = self.roster();
+        for app in roster.apps.iter().rev() {
             if !app.phases().contains(super::Phase::Outgoing) {
                 continue;
             }
@@ -57,8 +58,9 @@ impl Router {
     /// Hand `msg` to its backends at once, one call per backend.
     async fn deliver(&self, msg: &OutgoingMessage, depth: u32) {
         let context = msg.extra_backend_context();
+        let roster = self.roster();
         for (backend_name, identities) in group_by_backend(&msg.connections) {
-            let Some(backend) = self.inner.backends.get(backend_name) else {
+            let Some(backend) = roster.backends.get(backend_name) else {
                 self.emit(RouterEvent::NoSuchBackend {
                     message_id: msg.id.clone(),
                     backend: backend_name.to_owned(),

@@ -9,6 +9,7 @@
 //! in one backend call, as RapidSMS groups identities per backend.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub(super) struct Lane {
     state: Mutex<LaneState>,
     wake: Notify,
     permits: Arc<Semaphore>,
+    concurrency: u32,
+    /// Set when the backend is unloaded: the worker starts no more sends.
+    stopped: AtomicBool,
 }
 
 impl Lane {
@@ -46,7 +50,22 @@ impl Lane {
             state: Mutex::new(LaneState::default()),
             wake: Notify::new(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1) as u32,
+            stopped: AtomicBool::new(false),
         })
+    }
+
+    /// Start no more sends (the backend was unloaded or replaced).
+    pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Wait up to `within` for the sends in flight to finish; false if
+    /// some are still running.
+    pub(super) async fn drained(&self, within: Duration) -> bool {
+        let all = self.permits.acquire_many(self.concurrency);
+        matches!(tokio::time::timeout(within, all).await, Ok(Ok(_)))
     }
 
     /// Add queued transmissions, each behind its connection's others. They
@@ -102,6 +121,9 @@ impl Lane {
     /// The lane's worker: send due heads until the router is gone.
     pub(super) async fn run(self: Arc<Self>, router: Weak<RouterInner>) {
         loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
             let taken = self.take_ready();
             if taken.is_empty() {
                 self.wake.notified().await;

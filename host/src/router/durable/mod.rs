@@ -102,7 +102,7 @@ struct InboxItem {
 pub(super) struct Durable {
     journal: Journal,
     workers: Vec<mpsc::UnboundedSender<InboxItem>>,
-    lanes: HashMap<String, Arc<Lane>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<IncomingMessage>>>,
     options: DurableOptions,
 }
@@ -131,7 +131,44 @@ impl Durable {
                 (name.clone(), lane)
             })
             .collect();
-        Durable { journal, workers, lanes, waiters: Mutex::new(HashMap::new()), options }
+        Durable { journal, workers, lanes: Mutex::new(lanes), waiters: Mutex::new(HashMap::new()), options }
+    }
+
+    /// Start a lane for `backend` (loaded while the router runs), and hand
+    /// it what the outbox holds for a backend of its name.
+    pub(super) fn add_lane(&self, backend: Arc<dyn super::Backend>, router: &Weak<RouterInner>) {
+        let name = backend.name().to_owned();
+        let lane = Lane::new(backend, self.options.send_concurrency);
+        tokio::spawn(lane.clone().run(router.clone()));
+        if let Some(old) = lock(&self.lanes).insert(name.clone(), lane.clone()) {
+            old.stop();
+        }
+        match self.journal.outbox() {
+            Ok(outbox) => {
+                let waiting: Vec<Queued> = outbox.into_iter().filter(|q| q.key.connection.backend == name).collect();
+                if !waiting.is_empty() {
+                    tracing::info!(
+                        backend = name,
+                        transmissions = waiting.len(),
+                        "sending what waited for this backend"
+                    );
+                    lane.push(waiting);
+                }
+            }
+            Err(err) => {
+                tracing::error!(backend = name, %err, "cannot read the outbox; its transmissions wait for the next start")
+            }
+        }
+    }
+
+    /// Stop backend `name`'s lane, waiting up to `within` for its sends in
+    /// flight; what it still queues stays in the outbox.
+    pub(super) async fn remove_lane(&self, name: &str, within: Duration) {
+        let Some(lane) = lock(&self.lanes).remove(name) else { return };
+        lane.stop();
+        if !lane.drained(within).await {
+            tracing::warn!(backend = name, "sends still in flight after the backend was unloaded");
+        }
     }
 
     fn enqueue_incoming(&self, item: InboxItem) {
@@ -148,8 +185,9 @@ impl Durable {
         for item in queued {
             by_backend.entry(item.key.connection.backend.clone()).or_default().push(item);
         }
+        let lanes = lock(&self.lanes);
         for (backend, items) in by_backend {
-            match self.lanes.get(&backend) {
+            match lanes.get(&backend) {
                 Some(lane) => lane.push(items),
                 None => tracing::warn!(
                     backend,
@@ -339,13 +377,14 @@ impl Router {
     /// The transmissions of `msg`: one per distinct connection; those on a
     /// backend that is not configured fail at once.
     fn stage(&self, msg: &OutgoingMessage, depth: u32) -> Staged {
+        let roster = self.roster();
         let mut seen = std::collections::HashSet::new();
         let transmissions = msg
             .connections
             .iter()
             .filter(|c| seen.insert(*c))
             .map(|c| {
-                let refusal = (!self.inner.backends.contains_key(&c.backend))
+                let refusal = (!roster.backends.contains_key(&c.backend))
                     .then(|| format!("no backend named `{}` is configured", c.backend));
                 (c.clone(), refusal)
             })
