@@ -133,6 +133,7 @@ async fn every_path_in_the_openapi_file_is_served() {
                 .replace("{path}", "x")
                 .replace("{id}", "x")
                 .replace("{name}", "console")
+                .replace("{tenant}", "default")
         );
         for method in item.as_object().expect("a path item").keys().filter(|k| *k != "parameters") {
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");

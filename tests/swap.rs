@@ -294,3 +294,34 @@ async fn plugins_are_loaded_and_unloaded_while_the_host_runs() {
     let response = client.delete(format!("{plugins}/echo")).send().await.expect("delete");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_is_swapped_when_its_file_changes() {
+    let files = tempfile::tempdir().expect("temp dir");
+    let file = files.path().join("greeter.wasm");
+    let component = |name: &str| rapidwasm_builtin_plugins::get(name).expect("a built-in plugin").to_vec();
+    std::fs::write(&file, component("echo")).expect("write");
+    let body = format!(
+        "watch_plugins = true\n[[apps]]\nname = \"greeter\"\nplugin = {:?}\n{}{}",
+        file.display().to_string(),
+        app("default", "default", ""),
+        console("console", "")
+    );
+    let t = TestHost::start(&body).await.expect("start");
+    let greeter = |t: &TestHost| t.host.registry().list().into_iter().find(|p| p.name == "greeter").expect("listed");
+    assert_eq!(t.receive("1", "echo hi").await.sent[0].text, "hi");
+
+    // A new component in the file: swapped in, checked first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&file, component("ping")).expect("write");
+    let swapped =
+        rapidwasm_tests::eventually(Duration::from_secs(10), async || (greeter(&t).version == 2).then_some(())).await;
+    assert!(swapped.is_some(), "the changed file was swapped in: {:?}", greeter(&t));
+    assert_eq!(t.receive("1", "ping").await.sent[0].text, "pong");
+
+    // Garbage in the file: refused, the running version keeps serving.
+    std::fs::write(&file, b"not a component").expect("write");
+    tokio::time::sleep(rapidwasm::watch::INTERVAL * 4).await;
+    assert_eq!(greeter(&t).version, 2);
+    assert_eq!(t.receive("1", "ping").await.sent[0].text, "pong");
+}

@@ -5,6 +5,7 @@
 //! compile_cache = "rapidwasm-data/compiled"  # compiled components, reused on restart
 //! listen = "127.0.0.1:8080"            # the HTTP server of `rapidwasm serve`
 //! admin_token = "a long random secret" # turns on the admin API (plugin list and swap)
+//! watch_plugins = false                # swap a plugin when its .wasm file changes
 //! project_name = "RapidSMS"            # fills %(project_name)s
 //! default_response = "Sorry, %(project_name)s could not understand your message."
 //!
@@ -113,6 +114,8 @@ pub struct Config {
     pub durable: Option<DurableOptions>,
     /// The bearer token of the admin API; `None` turns the API off.
     pub admin_token: Option<String>,
+    /// Swap a plugin when its `.wasm` file changes.
+    pub watch_plugins: bool,
     /// The tenants. The first is always [`DEFAULT_TENANT`], made of the
     /// top-level `apps`, `backends`, `limits` and `api_keys`; the others come
     /// from `[tenants.NAME]`, in name order.
@@ -254,6 +257,8 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     compile_cache: Option<PathBuf>,
     admin_token: Option<String>,
+    #[serde(default)]
+    watch_plugins: bool,
     listen: Option<String>,
     project_name: Option<String>,
     default_response: Option<String>,
@@ -709,6 +714,7 @@ impl Config {
             max_depth,
             durable,
             admin_token: raw.admin_token,
+            watch_plugins: raw.watch_plugins,
             tenants,
         })
     }

@@ -44,6 +44,16 @@ pub struct Host {
     tenants: Vec<Arc<Tenant>>,
     config: Config,
     sled: SledStore,
+    /// The plugin file watcher (`watch_plugins`), stopped with the host.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -70,7 +80,8 @@ impl Host {
             let started = Tenant::start(&config, tenant, Arc::new(store), journal, observers.clone()).await?;
             tenants.push(Arc::new(started));
         }
-        Ok(Host { tenants, config, sled })
+        let watcher = config.watch_plugins.then(|| tokio::spawn(crate::watch::watch(tenants.clone())));
+        Ok(Host { tenants, config, sled, watcher })
     }
 
     /// The default tenant (the configuration's top-level apps and backends).

@@ -42,5 +42,6 @@ pub mod router;
 pub mod scaffold;
 pub mod store;
 pub mod tenant;
+pub mod watch;
 
 pub use host::{Host, StartError, source_bytes};

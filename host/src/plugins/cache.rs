@@ -18,7 +18,7 @@ use wasmtime::component::Component;
 
 /// The SHA-256 of a component's bytes, in lowercase hex: its identity in
 /// the cache and in the plugin list.
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -39,6 +39,7 @@ use std::time::Duration;
 pub use self::app::WasmApp;
 pub use self::backend::WasmBackend;
 pub use self::breaker::Health;
+pub(crate) use self::cache::sha256_hex;
 pub use self::engine::PluginEngine;
 pub use self::grants::{DirGrant, Grants};
 pub use self::limits::MemoryLimitExceeded;
