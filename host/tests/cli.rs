@@ -123,7 +123,9 @@ fn one_shot_commands_go_through_a_running_server() {
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\nadmin_token = \"cli-test-token-0123456789\"\n\
          [[apps]]\nname = \"echo\"\nplugin = \"builtin:echo\"\n\
-         [backends.console]\nplugin = \"builtin:console\"\n"
+         [backends.console]\nplugin = \"builtin:console\"\n\
+         [tenants.acme]\napi_keys = [\"acme-key-0123456789\"]\n\
+         [[tenants.acme.apps]]\nname = \"echo\"\nplugin = \"builtin:echo\"\n"
     );
     std::fs::write(dir.path().join("rapidwasm.toml"), config).expect("write config");
     let server = Server(
@@ -159,6 +161,20 @@ fn one_shot_commands_go_through_a_running_server() {
     let refused = run(dir.path(), &["--config", "rapidwasm.toml", "plugins", "swap", "console", "builtin:echo"]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("does not fit the backend world"), "{}", stderr(&refused));
+
+    // Load an app in front of echo, use it, unload it; and another tenant's
+    // plugins through --tenant.
+    let loaded = admin(&["load", "ping", "builtin:ping", "--kind", "app", "--position", "0"]);
+    assert!(loaded.contains("loaded app ping (builtin:ping)"), "{loaded}");
+    let out = run(dir.path(), &["--config", "rapidwasm.toml", "receive", "--identity", "123", "ping"]);
+    assert!(stdout(&out).contains("sent \"pong\" to 123"), "{}{}", stdout(&out), stderr(&out));
+    let unloaded = admin(&["unload", "ping"]);
+    assert!(unloaded.contains("unloaded app ping (v1, builtin:ping)"), "{unloaded}");
+    assert!(!admin(&["list"]).contains("ping"));
+    let listed = admin(&["--tenant", "acme", "list"]);
+    assert!(listed.starts_with("echo\tapp\tv1\tbuiltin:echo\t") && !listed.contains("console"), "{listed}");
+    let unknown = run(dir.path(), &["--config", "rapidwasm.toml", "plugins", "--tenant", "nope", "list"]);
+    assert!(stderr(&unknown).contains("no tenant is named `nope`"), "{}", stderr(&unknown));
 
     // SIGTERM stops the server cleanly; what it stored is there afterwards.
     let mut server = server;
