@@ -44,6 +44,8 @@ pub struct TenantInfo {
     pub fuel: Option<u64>,
     /// Its plugins that are paused by their breaker now.
     pub paused_plugins: Vec<String>,
+    /// Failed or refused plugin calls of its running plugin versions.
+    pub plugin_failures: u64,
 }
 
 /// `POST /admin/v1/plugins/{name}/swap`.
@@ -82,6 +84,7 @@ pub(super) async fn tenants(State(site): State<Site>, headers: HeaderMap) -> Res
         .map(|tenant| {
             let config = tenant.config();
             let limits = &config.limits;
+            let plugins = tenant.registry().list();
             TenantInfo {
                 name: tenant.name().to_owned(),
                 prefix: if tenant.name() == crate::config::DEFAULT_TENANT {
@@ -97,9 +100,8 @@ pub(super) async fn tenants(State(site): State<Site>, headers: HeaderMap) -> Res
                 call_timeout_ms: limits.app.call_timeout.as_millis() as u64,
                 memory_mib: (limits.app.memory_bytes >> 20) as u64,
                 fuel: limits.app.fuel,
-                paused_plugins: tenant
-                    .registry()
-                    .list()
+                plugin_failures: plugins.iter().map(|p| p.failures).sum(),
+                paused_plugins: plugins
                     .into_iter()
                     .filter(|p| p.paused_until.is_some_and(|until| until > now))
                     .map(|p| p.name)

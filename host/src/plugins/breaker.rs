@@ -21,19 +21,32 @@ struct State {
     paused_until: Option<Instant>,
 }
 
+/// Every failure so far, kept across successes.
+#[derive(Debug, Default)]
+struct Count {
+    failures: u64,
+    last_failure: Option<String>,
+}
+
 /// One plugin's breaker.
 #[derive(Debug, Default)]
 pub(super) struct Breaker {
     state: Mutex<State>,
+    count: Mutex<Count>,
 }
 
 /// What a breaker reports for the plugin list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
     /// Calls that failed since the last one that succeeded.
     pub failures_in_a_row: u32,
     /// Until when the plugin is paused (ms since the epoch), if it is.
     pub paused_until: Option<u64>,
+    /// Calls that failed since this version was loaded (traps, deadlines,
+    /// fuel, memory, pauses).
+    pub failures: u64,
+    /// Why the last of them failed.
+    pub last_failure: Option<String>,
 }
 
 impl Breaker {
@@ -61,9 +74,11 @@ impl Breaker {
         }
     }
 
-    /// A call failed; pause the plugin if that makes [`TRIP_AFTER`] in a
-    /// row (or one failure right after a pause).
-    pub fn failed(&self, plugin: &str) {
+    /// A call failed because of `why`; count it, and pause the plugin if
+    /// that makes [`TRIP_AFTER`] in a row (or one failure right after a
+    /// pause).
+    pub fn failed(&self, plugin: &str, why: &str) {
+        self.counted(why);
         let mut state = self.state();
         state.failures_in_a_row += 1;
         let after_pause = state.trips > 0 && state.paused_until.is_some_and(|until| until <= Instant::now());
@@ -80,6 +95,13 @@ impl Breaker {
         }
     }
 
+    /// Count a failed call without holding it against the plugin's health.
+    pub fn counted(&self, why: &str) {
+        let mut count = self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        count.failures += 1;
+        count.last_failure = Some(why.to_owned());
+    }
+
     /// The breaker's state, for people.
     pub fn health(&self) -> Health {
         let state = self.state();
@@ -87,7 +109,13 @@ impl Breaker {
             let wall = SystemTime::now() + (until - Instant::now());
             wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
         });
-        Health { failures_in_a_row: state.failures_in_a_row, paused_until }
+        let count = self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Health {
+            failures_in_a_row: state.failures_in_a_row,
+            paused_until,
+            failures: count.failures,
+            last_failure: count.last_failure.clone(),
+        }
     }
 }
 
@@ -99,17 +127,19 @@ mod tests {
     fn trips_after_failures_in_a_row_and_resets_on_success() {
         let breaker = Breaker::default();
         for _ in 0..TRIP_AFTER - 1 {
-            breaker.failed("p");
+            breaker.failed("p", "trap");
             assert!(breaker.check().is_ok());
         }
         breaker.succeeded();
         for _ in 0..TRIP_AFTER - 1 {
-            breaker.failed("p");
+            breaker.failed("p", "trap");
         }
         assert!(breaker.check().is_ok(), "a success in between resets the count");
-        breaker.failed("p");
+        breaker.failed("p", "trap");
         let paused = breaker.check().expect_err("paused");
         assert!(paused.contains("paused after failing 5 calls in a row"), "{paused}");
         assert!(breaker.health().paused_until.is_some());
+        let health = breaker.health();
+        assert_eq!((health.failures, health.last_failure.as_deref()), (9, Some("trap")), "counted across the success");
     }
 }

@@ -188,11 +188,15 @@ impl<W: World> Plugin<W> {
             match tokio::time::timeout(limits.call_timeout, self.in_use.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => Some(permit),
                 _ => {
-                    return Err(StartFailure::Busy(format!(
+                    let why = format!(
                         "all {} of its instances stayed busy for {} ms",
                         limits.max_instances,
                         limits.call_timeout.as_millis()
-                    )));
+                    );
+                    // Counted, but not held against the plugin's health:
+                    // it is the load, not the plugin, that is too much.
+                    self.breaker.counted(&why);
+                    return Err(StartFailure::Busy(why));
                 }
             }
         } else {
@@ -203,7 +207,7 @@ impl<W: World> Plugin<W> {
             None => match self.instantiate().await {
                 Ok(instance) => instance,
                 Err(failure) => {
-                    self.breaker.failed(&self.name);
+                    self.breaker.failed(&self.name, &failure.describe());
                     return Err(failure);
                 }
             },
@@ -223,8 +227,9 @@ impl<W: World> Plugin<W> {
 
     /// A one-line account of a failed call, counted by the plugin's breaker.
     pub fn failed(&self, err: &wasmtime::Error) -> String {
-        self.breaker.failed(&self.name);
-        describe(err, self.spec.limits)
+        let why = describe(err, self.spec.limits);
+        self.breaker.failed(&self.name, &why);
+        why
     }
 
     /// A one-line account of a failure while loading (not counted).

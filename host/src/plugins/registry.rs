@@ -120,6 +120,13 @@ pub struct PluginInfo {
     /// Until when its breaker pauses it (ms since the epoch), if it does.
     #[serde(default)]
     pub paused_until: Option<u64>,
+    /// Calls of this version that failed or were refused: traps, deadlines,
+    /// fuel, memory, every instance busy.
+    #[serde(default)]
+    pub failures: u64,
+    /// Why the last of them failed.
+    #[serde(default)]
+    pub last_failure: Option<String>,
 }
 
 /// What a swap did.
@@ -198,6 +205,8 @@ impl PluginRegistry {
             loaded_on: now_ms(),
             failures_in_a_row: 0,
             paused_until: None,
+            failures: 0,
+            last_failure: None,
         }
     }
 
@@ -255,6 +264,8 @@ impl PluginRegistry {
                 PluginInfo {
                     failures_in_a_row: health.failures_in_a_row,
                     paused_until: health.paused_until,
+                    failures: health.failures,
+                    last_failure: health.last_failure,
                     ..e.info.clone()
                 }
             })
