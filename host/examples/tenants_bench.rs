@@ -1,0 +1,99 @@
+//! Throughput with 1, 10 and 100 tenants in one host: each tenant runs
+//! RapidSMS's echo workload (messagelog, echo, default; replies through its
+//! own console backend, a sled write each) on trees of its own; 64
+//! concurrent senders are spread over the tenants.
+//!
+//! ```sh
+//! cargo run --release -p rapidwasm --example tenants_bench -- [MESSAGES] [RUNS] [TENANTS,...]
+//! ```
+//!
+//! Prints, per tenant count, the median messages per second over RUNS and
+//! its ratio to the first count's.
+
+use std::time::Instant;
+
+mod common;
+
+use common::{median, number_arg, percentile};
+use rapidwasm::Host;
+use rapidwasm::config::Config;
+use rapidwasm::messages::{Connection, Fields};
+
+const SENDERS: usize = 64;
+
+/// A host with `tenants` tenants (the default one and `tenants - 1` more),
+/// each with the echo workload.
+fn config(dir: &std::path::Path, tenants: usize) -> anyhow::Result<Config> {
+    let apps = include_str!("../../bench/apps/rapidsms.toml");
+    let console = "[backends.console]\nplugin = \"builtin:console\"\n";
+    let mut text = format!("data_dir = {:?}\n{apps}\n{console}", dir.display().to_string());
+    for t in 1..tenants {
+        text.push_str(&format!("[tenants.t{t}]\napi_keys = [\"bench-key-{t:012}\"]\n"));
+        text.push_str(&apps.replace("[[apps]]", &format!("[[tenants.t{t}.apps]]")));
+        text.push_str(&console.replace("[backends.", &format!("[tenants.t{t}.backends.")));
+    }
+    Ok(Config::parse(&text, "bench", dir, None)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let messages = number_arg(&mut args, 4000)?;
+    let runs = number_arg(&mut args, 3)?;
+    let counts: Vec<usize> = match args.next() {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => vec![1, 10, 100],
+    };
+    let mut first = None;
+    for &tenants in &counts {
+        let dir = tempfile::tempdir()?;
+        let started = Instant::now();
+        let host = Host::start(config(dir.path(), tenants)?, Vec::new()).await?;
+        let start_ms = started.elapsed().as_millis();
+        let routers: Vec<_> = host.tenants().iter().map(|t| t.router().clone()).collect();
+        for router in &routers {
+            for i in 0..20 {
+                router.receive(format!("echo warm {i}"), Connection::new("console", "warm"), Fields::new()).await?;
+            }
+        }
+        let mut rates = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            let mut handles = Vec::new();
+            for s in 0..SENDERS {
+                let router = routers[s % routers.len()].clone();
+                let from = Connection::new("console", format!("bench{s}"));
+                handles.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    for i in 0..messages / SENDERS {
+                        let sent = Instant::now();
+                        let msg = router.receive(format!("echo {i}"), from.clone(), Fields::new()).await?;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                        anyhow::ensure!(msg.sent.len() == 1, "echo {i} was not answered");
+                    }
+                    anyhow::Ok(latencies)
+                }));
+            }
+            let mut latencies = Vec::new();
+            for handle in handles {
+                latencies.extend(handle.await??);
+            }
+            rates.push((messages / SENDERS * SENDERS) as f64 / start.elapsed().as_secs_f64());
+            latencies.sort_by(f64::total_cmp);
+            p99s.push(percentile(&latencies, 99));
+        }
+        let rate = median(rates);
+        let base = *first.get_or_insert(rate);
+        println!(
+            "{tenants} tenant{}: median {rate:.0} messages/s, p99 {:.0} µs ({:.2}x of {} tenant{}; started in {start_ms} ms)",
+            if tenants == 1 { "" } else { "s" },
+            median(p99s),
+            rate / base,
+            counts[0],
+            if counts[0] == 1 { "" } else { "s" },
+        );
+        host.shutdown()?;
+    }
+    Ok(())
+}
