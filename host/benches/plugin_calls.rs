@@ -15,6 +15,10 @@ use rapidwasm::plugins::{AllowedHosts, Grants, HostContext, Limits, PluginEngine
 use rapidwasm::router::{App, Phase, RouterLink};
 use rapidwasm::store::SledStore;
 
+/// The same allocator as the `rapidwasm` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn spec(name: &str) -> PluginSpec {
     PluginSpec {
         name: name.to_owned(),

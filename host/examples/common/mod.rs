@@ -1,4 +1,9 @@
-//! What the benchmark examples share: arguments and statistics.
+//! What the benchmark examples share: arguments, statistics, and the
+//! allocator the `rapidwasm` binary uses.
+
+/// The same allocator as the `rapidwasm` binary, so figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The next argument as a number, or `default` when it is absent.
 pub fn number_arg(args: &mut impl Iterator<Item = String>, default: usize) -> anyhow::Result<usize> {
