@@ -152,7 +152,7 @@ impl<W: World> Plugin<W> {
             engine: engine.clone(),
             pre,
             host,
-            pool: Pool::new(),
+            pool: Pool::new(spec.limits.max_instances),
             breaker: Breaker::default(),
             in_use: Arc::new(tokio::sync::Semaphore::new(spec.limits.max_instances.max(1))),
             spec,

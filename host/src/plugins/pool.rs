@@ -10,8 +10,8 @@ use super::limits::MemoryLimitExceeded;
 use super::state::PluginState;
 use super::{HostContext, Limits, PluginSpec};
 
-/// Idle instances kept per plugin; more may run at once, the rest are dropped.
-const MAX_IDLE: usize = 8;
+/// Most idle instances kept per plugin, whatever its `max_instances`.
+const MAX_IDLE: usize = 32;
 
 /// A live instance: its store and its exports, and while it is in use,
 /// its place among the plugin's `max_instances`.
@@ -24,11 +24,16 @@ pub(super) struct Instance<B> {
 /// Idle instances of one plugin.
 pub(super) struct Pool<B> {
     idle: Mutex<Vec<Instance<B>>>,
+    /// How many it keeps: as many as may run at once (`max_instances`), up
+    /// to [`MAX_IDLE`], so a burst that used them all does not throw
+    /// instances away only to build them again (a fresh linear memory is
+    /// mapped and zeroed each time).
+    keep: usize,
 }
 
 impl<B> Pool<B> {
-    pub fn new() -> Self {
-        Pool { idle: Mutex::new(Vec::new()) }
+    pub fn new(max_instances: usize) -> Self {
+        Pool { idle: Mutex::new(Vec::new()), keep: max_instances.clamp(1, MAX_IDLE) }
     }
 
     /// An idle instance, if there is one.
@@ -40,7 +45,7 @@ impl<B> Pool<B> {
     pub fn give_back(&self, mut instance: Instance<B>) {
         instance.permit = None;
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
+            && idle.len() < self.keep
         {
             idle.push(instance);
         }
