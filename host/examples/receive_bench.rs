@@ -3,11 +3,12 @@
 //! sled).
 //!
 //! ```sh
-//! cargo run --release -p rapidwasm --example receive_bench -- [--durable] [MESSAGES] [RUNS] [APPS.toml]
+//! cargo run --release -p rapidwasm --example receive_bench -- [--durable] [--senders N] [MESSAGES] [RUNS] [APPS.toml]
 //! ```
 //!
 //! Prints the median over RUNS of: microseconds per message routed one at a
-//! time, and messages per second with several routed concurrently.
+//! time, and messages per second with N (default 64) routed concurrently,
+//! then the latency of an open-loop load at half of that rate.
 //!
 //! With `--durable` the router is the durable one: every message and its
 //! response are committed to the journal (fsync, grouped), and a run's time
@@ -46,7 +47,14 @@ plugin = "builtin:console"
 async fn main() -> anyhow::Result<()> {
     let all: Vec<String> = std::env::args().skip(1).collect();
     let durable = all.iter().any(|a| a == "--durable");
-    let mut args = all.into_iter().filter(|a| a != "--durable");
+    let senders = match all.iter().position(|a| a == "--senders") {
+        Some(at) => all.get(at + 1).ok_or_else(|| anyhow::anyhow!("--senders needs a number"))?.parse()?,
+        None => 64,
+    };
+    let mut args = all.iter().enumerate().filter_map(|(i, a)| {
+        let flag = a == "--durable" || a == "--senders" || (i > 0 && all[i - 1] == "--senders");
+        (!flag).then(|| a.clone())
+    });
     let messages = number_arg(&mut args, 2000)?;
     let runs = number_arg(&mut args, 5)?;
     let apps = match args.next() {
@@ -76,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let mut grouping = Vec::new();
     let mut half_p50 = Vec::new();
     let mut half_p99 = Vec::new();
-    let tasks = 64;
+    let tasks = senders;
     for _ in 0..runs {
         let start = Instant::now();
         let mut latencies = Vec::with_capacity(messages);

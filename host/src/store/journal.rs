@@ -393,6 +393,17 @@ impl Journal {
         T: Send + 'static,
         F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(work).await
+    }
+
+    /// Hand `work` to the committer now; the returned future answers once
+    /// it is durable. Writes handed over one after the other are applied,
+    /// and made durable, in that order.
+    fn submit<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let tree = self.tree.clone();
         let job: Job = Box::new(move |db| {
@@ -406,8 +417,11 @@ impl Journal {
             })
         });
         let gone = || StoreError::Engine("the journal's committer has stopped".into());
-        self.committer.jobs.send(job).map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+        let handed = self.committer.jobs.send(job).map_err(|_| gone());
+        async move {
+            handed?;
+            answered.await.map_err(|_| gone())?
+        }
     }
 
     /// Store an incoming message and put it in the inbox, unless its backend
@@ -440,14 +454,16 @@ impl Journal {
 
     /// Record that incoming message `routed` (taken from inbox place `seq`)
     /// has been routed, and queue its responses, all in one atomic write.
-    /// The stored record keeps the time it was accepted.
-    pub async fn finish_incoming(
+    /// The stored record keeps the time it was accepted. The write is handed
+    /// to the committer at once; the future answers when it is durable, so
+    /// a caller may route its next message meanwhile.
+    pub fn finish_incoming(
         &self,
         seq: u64,
         mut routed: MessageRecord,
         responses: Vec<Staged>,
-    ) -> Result<Vec<Queued>, StoreError> {
-        self.commit(move |db, tree| {
+    ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
+        self.submit(move |db, tree| {
             if let Some(accepted) = get::<MessageRecord>(tree, &message_key(&routed.id))? {
                 routed.created_on = accepted.created_on;
             }
@@ -462,7 +478,6 @@ impl Journal {
             tree.apply_batch(batch).map_err(engine)?;
             Ok(queued)
         })
-        .await
     }
 
     /// Queue an outgoing message. With a `client` key that was used before,

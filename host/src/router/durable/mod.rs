@@ -24,7 +24,9 @@
 mod lanes;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -36,7 +38,7 @@ use crate::messages::{Connection, IncomingMessage, MessageBase, OutgoingMessage}
 use crate::store::journal::{
     Accepted, Direction, Journal, MessageRecord, Queued, Staged, Status, TransmissionKey, TransmissionRecord,
 };
-use crate::store::now_ms;
+use crate::store::{StoreError, now_ms};
 
 /// How failed sends are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,11 +201,42 @@ impl Durable {
     }
 }
 
+/// Routing outcomes a worker has handed to the journal and not yet seen
+/// made durable; past this many it waits before routing more.
+const PIPELINE: usize = 64;
+
+/// A message routed, its outcome on its way to disk.
+struct Routed {
+    msg: IncomingMessage,
+    sent: Vec<OutgoingMessage>,
+    stored: Pin<Box<dyn Future<Output = Result<Vec<Queued>, StoreError>> + Send>>,
+}
+
 /// A worker: route the inbox items it is given, one after the other.
+///
+/// The worker does not wait for each outcome to reach the disk before
+/// routing the next message: it hands the outcome to the journal (which
+/// writes in the order it is handed writes) and goes on, while a companion
+/// task waits for each outcome in the same order, then queues its
+/// responses for sending and answers whoever waits for the message. So one
+/// fsync carries the outcomes of many messages of one worker, and a
+/// connection's messages still reach the send lanes in order.
 async fn route_inbox(router: Weak<RouterInner>, mut items: mpsc::UnboundedReceiver<InboxItem>) {
+    let (routed, mut durable) = mpsc::channel::<Routed>(PIPELINE);
+    let finisher = router.clone();
+    tokio::spawn(async move {
+        while let Some(done) = durable.recv().await {
+            let outcome = done.stored.await;
+            let Some(inner) = finisher.upgrade() else { return };
+            Router { inner }.finish_routed(done.msg, done.sent, outcome);
+        }
+    });
     while let Some(item) = items.recv().await {
         let Some(inner) = router.upgrade() else { return };
-        Router { inner }.route_accepted(item).await;
+        let Some(done) = (Router { inner }).route_accepted(item).await else { continue };
+        if routed.send(done).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -343,8 +376,8 @@ impl Router {
     }
 
     /// Route an accepted message, store the outcome and queue its responses.
-    async fn route_accepted(&self, item: InboxItem) {
-        let Some(durable) = self.durable() else { return };
+    async fn route_accepted(&self, item: InboxItem) -> Option<Routed> {
+        let durable = self.durable()?;
         let InboxItem { seq, mut msg, depth } = item;
         self.route_phases(&mut msg, depth).await;
         let mut staged = Vec::new();
@@ -360,7 +393,20 @@ impl Router {
         routed.routed_on = Some(now_ms());
         routed.handled = msg.handled;
         routed.responses = staged.iter().map(|s| s.record.id.clone()).collect();
-        match durable.journal.finish_incoming(seq, routed, staged).await {
+        let stored = Box::pin(durable.journal.finish_incoming(seq, routed, staged));
+        Some(Routed { msg, sent, stored })
+    }
+
+    /// The routing outcome of `msg` is durable (or could not be stored):
+    /// send its responses, and answer whoever waits for it.
+    fn finish_routed(
+        &self,
+        mut msg: IncomingMessage,
+        sent: Vec<OutgoingMessage>,
+        stored: Result<Vec<Queued>, StoreError>,
+    ) {
+        let Some(durable) = self.durable() else { return };
+        match stored {
             Ok(queued) => durable.enqueue_outgoing(queued),
             Err(err) => tracing::error!(
                 message_id = %msg.id,
