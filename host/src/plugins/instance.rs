@@ -185,7 +185,12 @@ impl<W: World> Plugin<W> {
         // caller's own place would deadlock.
         let limits = self.spec.limits;
         let permit = if depth == 0 {
-            match tokio::time::timeout(limits.call_timeout, self.in_use.clone().acquire_owned()).await {
+            // A free place is taken at once; only a wait needs a timer.
+            let waited = match self.in_use.clone().try_acquire_owned() {
+                Ok(permit) => Ok(Ok(permit)),
+                Err(_) => tokio::time::timeout(limits.call_timeout, self.in_use.clone().acquire_owned()).await,
+            };
+            match waited {
                 Ok(Ok(permit)) => Some(permit),
                 _ => {
                     let why = format!(
