@@ -272,6 +272,8 @@ async fn generic_http_inbound_and_outbound_templates() {
     );
     let sent = gateway.requests();
     assert_eq!(sent.len(), 2);
+    let peers = gateway.peers();
+    assert_eq!(peers[0], peers[1], "the second reply reused the first one's connection");
     let first = query_pairs(&sent[0]);
     assert_eq!((value(&first, "to"), value(&first, "body")), (Some("1112223333"), Some("hello")));
     assert_eq!(value(&first, "ref").map(str::len), Some(32));

@@ -47,6 +47,7 @@ struct Behaviour {
 #[derive(Clone)]
 struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     behaviour: Arc<Behaviour>,
     body: &'static str,
 }
@@ -56,6 +57,7 @@ pub struct Gateway {
     /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     behaviour: Arc<Behaviour>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -68,8 +70,10 @@ impl Gateway {
         let addr = listener.local_addr().expect("gateway address");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Behaviour { status: AtomicU16::new(status), ..Behaviour::default() });
-        let shared = Shared { requests: requests.clone(), behaviour: behaviour.clone(), body };
-        let app = axum::Router::new().fallback(record).with_state(shared);
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared { requests: requests.clone(), peers: peers.clone(), behaviour: behaviour.clone(), body };
+        let app =
+            axum::Router::new().fallback(record).with_state(shared).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -78,7 +82,7 @@ impl Gateway {
                 })
                 .await;
         });
-        Gateway { addr, requests, behaviour, _stop: stop }
+        Gateway { addr, requests, peers, behaviour, _stop: stop }
     }
 
     /// Answer every later request with `status`.
@@ -111,10 +115,17 @@ impl Gateway {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().expect("gateway lock").clone()
     }
+
+    /// The client address of each request so far, in order: requests on
+    /// one kept-alive connection share it.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().expect("gateway lock").clone()
+    }
 }
 
 async fn record(
     State(shared): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -131,6 +142,7 @@ async fn record(
         body: body.to_vec(),
     };
     shared.requests.lock().expect("gateway lock").push(recorded);
+    shared.peers.lock().expect("gateway lock").push(peer);
     let behaviour = &shared.behaviour;
     let delay = behaviour.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {

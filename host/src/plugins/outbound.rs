@@ -105,12 +105,61 @@ impl WasiHttpHooks for OutboundPolicy {
         }
         tracing::debug!(target: "rapidwasm::plugin", plugin = &*self.plugin, uri = %uri, "outbound request");
         let _ = fut;
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
-        })
+        if https {
+            // TLS goes through wasmtime's own client, a connection each.
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+                Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            });
+        }
+        Box::new(send_pooled(request, options))
     }
+}
+
+/// The process's client for plain HTTP: it keeps connections open per
+/// destination and reuses them, instead of a TCP connection per request.
+fn pooled_client() -> &'static PooledClient {
+    static CLIENT: std::sync::OnceLock<PooledClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(30)));
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector)
+    })
+}
+
+type PooledClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, WasiBody>;
+
+/// Send a plain-HTTP request on a pooled connection, within the request's
+/// first-byte timeout (600 s if the plugin sets none, as wasmtime's client).
+async fn send_pooled(
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)> {
+    use http_body_util::BodyExt;
+    use wasmtime_wasi_http::Error;
+    let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(std::time::Duration::from_secs(600));
+    let response = match tokio::time::timeout(first_byte, pooled_client().request(request)).await {
+        Err(_) => return Err(Error::ConnectionReadTimeout),
+        Ok(Err(err)) if err.is_connect() => {
+            return Err(Error::Connect(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, err.to_string())));
+        }
+        Ok(Err(err)) => {
+            return Err(Error::Connect(std::io::Error::other(err.to_string())));
+        }
+        Ok(Ok(response)) => response,
+    };
+    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    // The pool drives the connection itself.
+    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
+    Ok((response, io))
 }
 
 #[cfg(test)]
