@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use rapidwasm::messages::{Connection, Fields};
-use rapidwasm::router::{PhaseResult, RouterEvent};
-use rapidwasm_tests::{TestHost, app, console};
+use rapidwasm::router::PhaseResult;
+use rapidwasm_tests::{TestHost, app, console, median};
 
 /// The hostile app first, then a well-behaved one (echo) and default.
 fn config() -> String {
@@ -21,29 +21,12 @@ fn config() -> String {
     )
 }
 
-/// How app `name`'s handle phase ended on message `id`.
-fn handle_of(t: &TestHost, id: &str, name: &str) -> Option<PhaseResult> {
-    t.recorder.events().into_iter().find_map(|e| match e {
-        RouterEvent::Phase { message_id, app, phase, result }
-            if message_id == id && app == name && phase == rapidwasm::router::Phase::Handle =>
-        {
-            Some(result)
-        }
-        _ => None,
-    })
-}
-
 async fn timed(t: &TestHost, identity: &str, text: &str) -> Duration {
     let started = Instant::now();
     let msg = t.receive(identity, text).await;
     let took = started.elapsed();
     assert_eq!(msg.sent.last().map(|m| m.text.as_str()), Some(text.trim_start_matches("echo ")), "{text} answered");
     took
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,7 +57,7 @@ async fn every_attack_is_contained_and_the_others_keep_working() {
         let msg = t.receive("666", attack).await;
         during.push(calm.await.expect("calm"));
         let texts: Vec<&str> = msg.sent.iter().map(|m| m.text.as_str()).collect();
-        let handle = handle_of(&t, &msg.id, "hostile");
+        let handle = t.recorder.handle_of(&msg.id, "hostile");
         match attack {
             // Stopped: a failed call, and the other apps answered.
             "loop" | "bomb" | "recurse" | "trap" => {
@@ -125,7 +108,7 @@ async fn a_plugin_that_keeps_failing_is_paused_then_tried_again() {
     let hostile = |t: &TestHost| {
         t.host.registry().list().into_iter().find(|p| p.name == "hostile").expect("the hostile app is listed")
     };
-    let failure = |t: &TestHost, id: &str| match handle_of(t, id, "hostile") {
+    let failure = |t: &TestHost, id: &str| match t.recorder.handle_of(id, "hostile") {
         Some(PhaseResult::Failed(why)) => why,
         other => panic!("hostile did not fail: {other:?}"),
     };
@@ -146,7 +129,7 @@ async fn a_plugin_that_keeps_failing_is_paused_then_tried_again() {
     // After the pause one call is tried; it works, and all is forgiven.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let msg = t.receive("13", "echo later").await;
-    assert_eq!(handle_of(&t, &msg.id, "hostile"), Some(PhaseResult::Returned(false)));
+    assert_eq!(t.recorder.handle_of(&msg.id, "hostile"), Some(PhaseResult::Returned(false)));
     let listed = hostile(&t);
     assert_eq!((listed.failures_in_a_row, listed.paused_until), (0, None));
 }

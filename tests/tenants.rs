@@ -9,7 +9,7 @@ use rapidwasm::http::{ErrorBody, ReceiveResponse, TenantInfo};
 use rapidwasm::messages::{Connection, Fields};
 use rapidwasm::router::{PhaseResult, Router, RouterEvent};
 use rapidwasm_tests::gateway::{Gateway, query_pairs, value};
-use rapidwasm_tests::{TestHost, app, backend, console, in_tenant};
+use rapidwasm_tests::{TestHost, app, backend, console, in_tenant, median};
 use reqwest::StatusCode;
 
 const ACME_KEY: &str = "acme-key-0123456789";
@@ -192,50 +192,22 @@ async fn the_api_is_scoped_by_url_and_key_and_limited_per_tenant() {
     }
 
     // The operator sees every tenant and each tenant's plugins.
-    let tenants: Vec<TenantInfo> = client
-        .get(format!("{}/admin/v1/tenants", served.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let admin_get = async |path: &str| {
+        let response = client.get(format!("{}{path}", served.base)).bearer_auth(ADMIN).send().await.expect("get");
+        response.json::<serde_json::Value>().await.expect("json")
+    };
+    let tenants: Vec<TenantInfo> = serde_json::from_value(admin_get("/admin/v1/tenants").await).expect("tenants");
     let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["acme", "default", "globex"]);
     let acme = &tenants[0];
     assert_eq!((acme.prefix.as_str(), acme.fuel, acme.calls_per_second), ("/t/acme/", Some(20_000_000), Some(20)));
     assert_eq!(acme.apps, ["hostile", "echo", "default"]);
-    let plugins: Vec<serde_json::Value> = client
-        .get(format!("{}/t/globex/admin/v1/plugins", served.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let plugins = admin_get("/t/globex/admin/v1/plugins").await;
+    let plugins = plugins.as_array().expect("a list");
     let names: Vec<&str> = plugins.iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(names, ["console", "echo", "sms"]);
     let response = client.get(format!("{}/admin/v1/tenants", served.base)).bearer_auth(ACME_KEY).send().await;
     assert_eq!(response.expect("get").status(), StatusCode::UNAUTHORIZED, "a tenant's key is not the admin token");
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-/// How app `name`'s handle phase ended on message `id`.
-fn handle_of(t: &TestHost, id: &str, name: &str) -> Option<PhaseResult> {
-    t.recorder.events().into_iter().find_map(|e| match e {
-        RouterEvent::Phase { message_id, app, phase, result }
-            if message_id == id && app == name && phase == rapidwasm::router::Phase::Handle =>
-        {
-            Some(result)
-        }
-        _ => None,
-    })
 }
 
 async fn calm(router: &Router, i: usize) -> Duration {
@@ -265,7 +237,7 @@ async fn an_attacking_tenant_is_contained_and_the_others_keep_their_pace() {
             .receive(attack, Connection::new("console", "666"), Fields::new())
             .await
             .expect("receive");
-        match handle_of(&t, &msg.id, "hostile") {
+        match t.recorder.handle_of(&msg.id, "hostile") {
             Some(PhaseResult::Failed(why)) => assert!(why.contains(expected), "{attack}: {why}"),
             other => panic!("{attack} was not stopped: {other:?}"),
         }

@@ -52,6 +52,18 @@ impl Recorder {
             .collect()
     }
 
+    /// How app `name`'s `handle` phase ended on message `id`, if it ran.
+    pub fn handle_of(&self, id: &str, name: &str) -> Option<PhaseResult> {
+        self.events().into_iter().find_map(|e| match e {
+            RouterEvent::Phase { message_id, app, phase, result }
+                if message_id == id && app == name && phase == rapidwasm::router::Phase::Handle =>
+            {
+                Some(result)
+            }
+            _ => None,
+        })
+    }
+
     /// The message ids of every `Received` event, in order.
     pub fn received_ids(&self) -> Vec<String> {
         self.events()
@@ -234,6 +246,12 @@ pub fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> Stri
         mac.update(v.as_bytes());
     }
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The median of `values` (not empty).
+pub fn median(mut values: Vec<std::time::Duration>) -> std::time::Duration {
+    values.sort();
+    values[values.len() / 2]
 }
 
 /// Call `check` every 20 ms until it returns `Some`, for at most `within`.
