@@ -50,7 +50,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::messages::Fields;
-use crate::plugins::{AllowedHosts, DirGrant, Grants, Limits};
+use crate::plugins::{AllowedHosts, DirGrant, Grants, Limits, PluginKind};
 use crate::router::{DurableOptions, RetryPolicy};
 
 /// The configuration used when none is given: the example plugins, the
@@ -530,9 +530,13 @@ impl Checker<'_> {
                 return Err(self.invalid(&key("name"), format!("the name {:?} is used twice", app.name)));
             }
             let source = plugin_source(&app.plugin, self.base).map_err(|p| self.invalid(&key("plugin"), p))?;
-            let mut settings = flatten_settings(&app.settings);
-            settings.entry("project_name".to_owned()).or_insert_with(|| self.project_name.to_owned());
-            settings.entry("default_response".to_owned()).or_insert_with(|| self.default_response.to_owned());
+            let settings = host_settings(
+                PluginKind::App,
+                &app.name,
+                flatten_settings(&app.settings),
+                self.project_name,
+                self.default_response,
+            );
             let limits = self.own_limits(&key, limits.app, [app.call_timeout_ms, app.memory_mib, app.max_instances])?;
             let grants = self.grants(&key("grants"), app.grants)?;
             apps.push(PluginConfig {
@@ -558,9 +562,13 @@ impl Checker<'_> {
             let source = plugin_source(&backend.plugin, self.base).map_err(|p| self.invalid(&key("plugin"), p))?;
             let allowed_hosts =
                 AllowedHosts::parse(&backend.allowed_hosts).map_err(|p| self.invalid(&key("allowed_hosts"), p))?;
-            let mut settings = flatten_settings(&backend.settings);
-            // A backend needs its own name for the connections it receives on.
-            settings.insert("backend_name".to_owned(), name.clone());
+            let settings = host_settings(
+                PluginKind::Backend,
+                &name,
+                flatten_settings(&backend.settings),
+                self.project_name,
+                self.default_response,
+            );
             let own = [backend.call_timeout_ms, backend.memory_mib, backend.max_instances];
             let limits = self.own_limits(&key, limits.backend, own)?;
             let grants = self.grants(&key("grants"), backend.grants)?;
@@ -775,6 +783,29 @@ pub fn plugin_source(spec: &str, base: &Path) -> Result<PluginSource, String> {
         return Err(format!("{} is not a file", path.display()));
     }
     Ok(PluginSource::File(path))
+}
+
+/// The settings plugin `name` of `kind` is configured with: `settings`,
+/// plus what the host adds. An app gets `project_name` and
+/// `default_response` unless it sets them; a backend gets its own name as
+/// `backend_name`, for the connections it receives on.
+pub fn host_settings(
+    kind: PluginKind,
+    name: &str,
+    mut settings: Fields,
+    project_name: &str,
+    default_response: &str,
+) -> Fields {
+    match kind {
+        PluginKind::App => {
+            settings.entry("project_name".to_owned()).or_insert_with(|| project_name.to_owned());
+            settings.entry("default_response".to_owned()).or_insert_with(|| default_response.to_owned());
+        }
+        PluginKind::Backend => {
+            settings.insert("backend_name".to_owned(), name.to_owned());
+        }
+    }
+    settings
 }
 
 /// Settings as flat string pairs: keys lower-cased (as RapidSMS does for

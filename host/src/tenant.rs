@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, PluginConfig, TenantConfig};
+use crate::config::{Config, PluginConfig, TenantConfig, host_settings};
 use crate::host::{StartError, source_bytes};
 use crate::messages::Fields;
 use crate::plugins::{
@@ -133,7 +133,9 @@ impl Tenant {
             return Err(SwapError::AlreadyLoaded(load.name));
         }
         let limits = &self.config.limits;
-        let mut settings = load.settings;
+        let defaults = &self.defaults;
+        let settings =
+            host_settings(load.kind, &load.name, load.settings, &defaults.project_name, &defaults.default_response);
         let spec = |limits, allowed_hosts, settings| PluginSpec {
             name: load.name.clone(),
             settings,
@@ -144,14 +146,11 @@ impl Tenant {
         };
         match load.kind {
             PluginKind::App => {
-                settings.entry("project_name".to_owned()).or_insert_with(|| self.defaults.project_name.clone());
-                settings.entry("default_response".to_owned()).or_insert_with(|| self.defaults.default_response.clone());
                 let spec = spec(limits.app, AllowedHosts::none(), settings);
                 let app = self.registry.load_app(&load.bytes, &load.source, spec).await?;
                 self.router.add_app(app, load.position);
             }
             PluginKind::Backend => {
-                settings.insert("backend_name".to_owned(), load.name.clone());
                 self.store.ensure_backend(&load.name).map_err(|e| SwapError::BadName(e.to_string()))?;
                 let spec = spec(limits.backend, load.allowed_hosts, settings);
                 let backend = self.registry.load_backend(&load.bytes, &load.source, spec).await?;
