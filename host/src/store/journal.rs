@@ -3,12 +3,14 @@
 //! one sled tree.
 //!
 //! Every write goes through one committer thread. It runs the writes it has
-//! been handed in order, each as one atomic batch, then makes them durable
-//! with a single `flush` (an fsync) before answering any of them: a *group
+//! been handed in order, each producing one atomic batch for the journal's
+//! [write-ahead log](super::wal), and hands them as a group to the sync
+//! thread, which makes the whole group durable with a single `fdatasync`,
+//! applies it to sled and only then answers any of its writes: a *group
 //! commit*. A lone message pays one fsync; a hundred concurrent ones share
-//! one. Because the committer is the only writer, a write's read-modify-write
-//! (a status that must not move backwards, a deduplication key) needs no
-//! further locking.
+//! one, and the committer runs the next group while one syncs. Because the
+//! committer is the only writer, a write's read-modify-write (a status that
+//! must not move backwards, a deduplication key) needs no further locking.
 //!
 //! Keys (one tree per tenant: `journal` for the default tenant,
 //! `tenant:NAME:journal` for the others):
@@ -32,6 +34,7 @@ use std::sync::{Arc, mpsc};
 use serde::{Deserialize, Serialize};
 
 use super::sled_store::{decode, encode, engine};
+use super::wal::{Batch, Log, Txn, Wal, Written};
 use super::{StoreError, now_ms};
 use crate::messages::{Connection, Fields, MessageClass};
 
@@ -239,7 +242,7 @@ pub enum Attempt {
 }
 
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&sled::Db) -> Finish + Send>;
+type Job = Box<dyn FnOnce(&sled::Db, &mut Wal) -> Finish + Send>;
 
 /// Most writes one group commit takes before it flushes.
 const MAX_GROUP: usize = 4096;
@@ -260,16 +263,27 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Start the committer thread of `db`.
-    pub(crate) fn start(db: &sled::Db) -> Result<Self, StoreError> {
+    /// Start the committer thread of `db`, logging to directory `log`;
+    /// what the log holds from before is replayed into sled first.
+    pub(crate) fn start(db: &sled::Db, log: &std::path::Path) -> Result<Self, StoreError> {
+        let (mut wal, mut synced, replayed) = Wal::open(db, log)?;
+        if replayed.applied > 0 || replayed.torn {
+            tracing::info!(
+                applied = replayed.applied,
+                already_held = replayed.skipped,
+                torn_tail = replayed.torn,
+                "journal log replayed"
+            );
+        }
         let (jobs, receiver) = mpsc::channel::<Job>();
+        let (groups, to_sync) = mpsc::channel::<Group>();
         let db = db.clone();
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
-        std::thread::Builder::new()
-            .name("rapidwasm-journal".into())
-            .spawn(move || commit_loop(&db, &receiver, &counters))
-            .map_err(|e| StoreError::Engine(format!("cannot start the journal's committer: {e}")))?;
+        let thread = |name: &str| std::thread::Builder::new().name(name.into());
+        let failed = |e| StoreError::Engine(format!("cannot start the journal's threads: {e}"));
+        thread("rapidwasm-journal").spawn(move || commit_loop(&db, &mut wal, &receiver, &groups)).map_err(failed)?;
+        thread("rapidwasm-journal-sync").spawn(move || sync_loop(&mut synced, &to_sync, &counters)).map_err(failed)?;
         Ok(Committer { jobs, stats })
     }
 }
@@ -319,19 +333,23 @@ fn client_key(key: &str) -> Vec<u8> {
     [b"k/", key.as_bytes()].concat()
 }
 
+/// The record under `key` in sled: what is durable.
 fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-    match tree.get(key).map_err(engine)? {
-        Some(bytes) => decode(key, &bytes).map(Some),
-        None => Ok(None),
-    }
+    tree.get(key).map_err(engine)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
-fn id_at(tree: &sled::Tree, key: &[u8]) -> Result<Option<String>, StoreError> {
-    Ok(tree.get(key).map_err(engine)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+/// The record under `key` as a write sees it: after every earlier write.
+fn read<T: serde::de::DeserializeOwned>(txn: &Txn<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
+    txn.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
+/// The message id under `key`, as a write sees it.
+fn id_at(txn: &Txn<'_>, key: &[u8]) -> Result<Option<String>, StoreError> {
+    Ok(txn.get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
 /// Add `staged`'s message and transmissions to `batch`; return the queued ones.
-fn stage(db: &sled::Db, batch: &mut sled::Batch, staged: &Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
+fn stage(db: &sled::Db, batch: &mut Batch, staged: &Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
     batch.insert(message_key(&staged.record.id), encode(&staged.record)?);
     let mut queued = Vec::new();
     for (connection, refusal) in &staged.transmissions {
@@ -378,7 +396,7 @@ impl Journal {
         Ok(Journal { tree, committer })
     }
 
-    /// Writes and flushes so far: their ratio is how many writes one fsync
+    /// Writes and log syncs so far: their ratio is how many writes one fsync
     /// carries on average.
     pub fn stats(&self) -> JournalStats {
         JournalStats {
@@ -391,7 +409,7 @@ impl Journal {
     async fn commit<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(work).await
     }
@@ -402,12 +420,12 @@ impl Journal {
     fn submit<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&sled::Db, &sled::Tree) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let tree = self.tree.clone();
-        let job: Job = Box::new(move |db| {
-            let result = work(db, &tree);
+        let job: Job = Box::new(move |db, wal| {
+            let result = work(&mut Txn::new(db, &tree, wal));
             Box::new(move |flushed: Result<(), String>| {
                 let result = match flushed {
                     Ok(()) => result,
@@ -428,25 +446,25 @@ impl Journal {
     /// already accepted a message with the same non-empty `external_id`
     /// field (a gateway's redelivery).
     pub async fn accept_incoming(&self, record: MessageRecord) -> Result<Accepted, StoreError> {
-        self.commit(move |db, tree| {
+        self.commit(move |txn| {
             let dedup = match (record.connections.first(), record.fields.get("external_id")) {
                 (Some(c), Some(external)) if !external.is_empty() => Some(external_key(&c.backend, external)),
                 _ => None,
             };
             if let Some(key) = &dedup
-                && let Some(message_id) = id_at(tree, key)?
-                && tree.contains_key(message_key(&message_id)).map_err(engine)?
+                && let Some(message_id) = id_at(txn, key)?
+                && txn.get(&message_key(&message_id))?.is_some()
             {
                 return Ok(Accepted::Duplicate { message_id });
             }
-            let seq = db.generate_id().map_err(engine)?;
-            let mut batch = sled::Batch::default();
+            let seq = txn.db.generate_id().map_err(engine)?;
+            let mut batch = Batch::default();
             batch.insert(message_key(&record.id), encode(&record)?);
             batch.insert(seq_key(b"i/", seq), record.id.as_bytes());
             if let Some(key) = dedup {
                 batch.insert(key, record.id.as_bytes());
             }
-            tree.apply_batch(batch).map_err(engine)?;
+            txn.apply(batch)?;
             Ok(Accepted::New { seq })
         })
         .await
@@ -463,19 +481,19 @@ impl Journal {
         mut routed: MessageRecord,
         responses: Vec<Staged>,
     ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
-        self.submit(move |db, tree| {
-            if let Some(accepted) = get::<MessageRecord>(tree, &message_key(&routed.id))? {
+        self.submit(move |txn| {
+            if let Some(accepted) = read::<MessageRecord>(txn, &message_key(&routed.id))? {
                 routed.created_on = accepted.created_on;
             }
             let now = now_ms();
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut queued = Vec::new();
             for staged in &responses {
-                queued.extend(stage(db, &mut batch, staged, now)?);
+                queued.extend(stage(txn.db, &mut batch, staged, now)?);
             }
             batch.insert(message_key(&routed.id), encode(&routed)?);
             batch.remove(seq_key(b"i/", seq));
-            tree.apply_batch(batch).map_err(engine)?;
+            txn.apply(batch)?;
             Ok(queued)
         })
     }
@@ -487,18 +505,18 @@ impl Journal {
         staged: Staged,
         client: Option<String>,
     ) -> Result<Result<Vec<Queued>, String>, StoreError> {
-        self.commit(move |db, tree| {
+        self.commit(move |txn| {
             if let Some(key) = &client
-                && let Some(earlier) = id_at(tree, &client_key(key))?
+                && let Some(earlier) = id_at(txn, &client_key(key))?
             {
                 return Ok(Err(earlier));
             }
-            let mut batch = sled::Batch::default();
-            let queued = stage(db, &mut batch, &staged, now_ms())?;
+            let mut batch = Batch::default();
+            let queued = stage(txn.db, &mut batch, &staged, now_ms())?;
             if let Some(key) = &client {
                 batch.insert(client_key(key), staged.record.id.as_bytes());
             }
-            tree.apply_batch(batch).map_err(engine)?;
+            txn.apply(batch)?;
             Ok(Ok(queued))
         })
         .await
@@ -509,13 +527,13 @@ impl Journal {
         &self,
         outcomes: Vec<(TransmissionKey, Attempt)>,
     ) -> Result<Vec<TransmissionRecord>, StoreError> {
-        self.commit(move |_, tree| {
+        self.commit(move |txn| {
             let now = now_ms();
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut updated = Vec::with_capacity(outcomes.len());
             for (key, attempt) in outcomes {
                 let bytes = key.bytes();
-                let Some(mut record) = get::<TransmissionRecord>(tree, &bytes)? else {
+                let Some(mut record) = read::<TransmissionRecord>(txn, &bytes)? else {
                     return Err(StoreError::NotFound {
                         what: "transmission",
                         id: String::from_utf8_lossy(&bytes).into(),
@@ -556,7 +574,7 @@ impl Journal {
                 batch.insert(bytes, encode(&record)?);
                 updated.push(record);
             }
-            tree.apply_batch(batch).map_err(engine)?;
+            txn.apply(batch)?;
             Ok(updated)
         })
         .await
@@ -571,9 +589,9 @@ impl Journal {
         status: Status,
         detail: String,
     ) -> Result<Option<TransmissionRecord>, StoreError> {
-        self.commit(move |_, tree| {
+        self.commit(move |txn| {
             let bytes = key.bytes();
-            let Some(mut record) = get::<TransmissionRecord>(tree, &bytes)? else {
+            let Some(mut record) = read::<TransmissionRecord>(txn, &bytes)? else {
                 return Ok(None);
             };
             let now = now_ms();
@@ -591,7 +609,9 @@ impl Journal {
             if status == Status::Failed && !detail.is_empty() {
                 record.error = Some(detail);
             }
-            tree.insert(bytes, encode(&record)?).map_err(engine)?;
+            let mut batch = Batch::default();
+            batch.insert(bytes, encode(&record)?);
+            txn.apply(batch)?;
             Ok(Some(record))
         })
         .await
@@ -599,29 +619,29 @@ impl Journal {
 
     /// Put a dead letter back in the outbox, with its tries reset.
     pub async fn requeue(&self, key: TransmissionKey) -> Result<Queued, StoreError> {
-        self.commit(move |db, tree| {
+        self.commit(move |txn| {
             let bytes = key.bytes();
             let not_found = || StoreError::NotFound {
                 what: "dead letter",
                 id: format!("{} to {}", key.message_id, key.connection),
             };
-            let mut record = get::<TransmissionRecord>(tree, &bytes)?.ok_or_else(not_found)?;
+            let mut record = read::<TransmissionRecord>(txn, &bytes)?.ok_or_else(not_found)?;
             if !record.dead_letter {
                 return Err(not_found());
             }
             let now = now_ms();
-            let seq = db.generate_id().map_err(engine)?;
+            let seq = txn.db.generate_id().map_err(engine)?;
             record.dead_letter = false;
             record.status = Status::Queued;
             record.attempts = 0;
             record.failed_on = None;
             record.seq = Some(seq);
             record.next_attempt_on = Some(now);
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             batch.remove(dead_key(&key));
             batch.insert(seq_key(b"o/", seq), bytes.clone());
             batch.insert(bytes, encode(&record)?);
-            tree.apply_batch(batch).map_err(engine)?;
+            txn.apply(batch)?;
             Ok(Queued { key, seq, attempts: 0, not_before: now })
         })
         .await
@@ -706,21 +726,45 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// The committer: run every waiting job, flush once, answer them all.
-fn commit_loop(db: &sled::Db, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
+/// Writes the committer ran, on their way to disk, and who waits for them.
+struct Group {
+    written: Written,
+    finishing: Vec<Finish>,
+}
+
+/// The committer: run every waiting job and hand them, as one group, to
+/// the sync thread; then go on with the next jobs while that group syncs.
+fn commit_loop(db: &sled::Db, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, groups: &mpsc::Sender<Group>) {
     while let Ok(first) = jobs.recv() {
-        let mut finishing = vec![first(db)];
+        let mut finishing = vec![first(db, wal)];
         while finishing.len() < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => finishing.push(job(db)),
+                Ok(job) => finishing.push(job(db, wal)),
                 Err(_) => break,
             }
         }
-        let flushed = db.flush().map(drop).map_err(|e| e.to_string());
+        if groups.send(Group { written: wal.take(), finishing }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The sync thread: take every group waiting, make them durable with one
+/// sync, answer them all.
+fn sync_loop(log: &mut Log, groups: &mpsc::Receiver<Group>, counters: &Counters) {
+    while let Ok(first) = groups.recv() {
+        let mut waiting = vec![first];
+        while let Ok(group) = groups.try_recv() {
+            waiting.push(group);
+        }
+        let (written, finishing): (Vec<Written>, Vec<Vec<Finish>>) =
+            waiting.into_iter().map(|g| (g.written, g.finishing)).unzip();
+        let synced = log.sync(&written).map_err(|e| e.to_string());
+        let finishing: Vec<Finish> = finishing.into_iter().flatten().collect();
         counters.writes.fetch_add(finishing.len() as u64, Ordering::Relaxed);
         counters.flushes.fetch_add(1, Ordering::Relaxed);
         for finish in finishing {
-            finish(flushed.clone());
+            finish(synced.clone());
         }
     }
 }
@@ -754,7 +798,7 @@ mod tests {
     fn open() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
-        let committer = Committer::start(&db).expect("committer");
+        let committer = Committer::start(&db, &dir.path().join("wal")).expect("committer");
         (dir, Journal::open(&db, "journal", committer).expect("journal"))
     }
 

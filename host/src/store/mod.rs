@@ -9,6 +9,7 @@
 pub mod conformance;
 pub mod journal;
 mod sled_store;
+mod wal;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! [`Store`] on sled: one tree per kind of record, JSON values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::journal::{Committer, Journal};
@@ -13,6 +13,8 @@ use crate::messages::{Connection, Contact, generate_id};
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// The journals' write-ahead log directory (`wal` in the database's).
+    log: PathBuf,
     /// Prefix of this tenant's tree names (empty for the default tenant).
     prefix: String,
     /// The journals' committer, started by the first journal opened.
@@ -67,10 +69,15 @@ impl SledStore {
             }
             other => StoreError::Engine(format!("cannot open {}: {other}", path.display())),
         })?;
-        Self::with_prefix(db, String::new(), Arc::default())
+        Self::with_prefix(db, path.join("wal"), String::new(), Arc::default())
     }
 
-    fn with_prefix(db: sled::Db, prefix: String, committer: Arc<Mutex<Option<Committer>>>) -> Result<Self, StoreError> {
+    fn with_prefix(
+        db: sled::Db,
+        log: PathBuf,
+        prefix: String,
+        committer: Arc<Mutex<Option<Committer>>>,
+    ) -> Result<Self, StoreError> {
         let tree = |name: &str| db.open_tree(format!("{prefix}{name}")).map_err(engine);
         Ok(SledStore {
             backends: tree("backends")?,
@@ -78,6 +85,7 @@ impl SledStore {
             contacts: tree("contacts")?,
             plugin_data: tree("plugin-data")?,
             db,
+            log,
             prefix,
             committer,
         })
@@ -91,7 +99,7 @@ impl SledStore {
             return Ok(self.clone());
         }
         check_name("tenant name", name)?;
-        Self::with_prefix(self.db.clone(), format!("tenant:{name}:"), self.committer.clone())
+        Self::with_prefix(self.db.clone(), self.log.clone(), format!("tenant:{name}:"), self.committer.clone())
     }
 
     /// This tenant's durable router journal. Every journal of the database
@@ -101,7 +109,7 @@ impl SledStore {
             let mut slot = self.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &*slot {
                 Some(committer) => committer.clone(),
-                None => slot.insert(Committer::start(&self.db)?).clone(),
+                None => slot.insert(Committer::start(&self.db, &self.log)?).clone(),
             }
         };
         Journal::open(&self.db, &format!("{}journal", self.prefix), committer)
