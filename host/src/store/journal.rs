@@ -282,8 +282,8 @@ impl Committer {
         let counters = stats.clone();
         let thread = |name: &str| std::thread::Builder::new().name(name.into());
         let failed = |e| StoreError::Engine(format!("cannot start the journal's threads: {e}"));
-        thread("rapidwasm-journal").spawn(move || commit_loop(&db, &mut wal, &receiver, &groups)).map_err(failed)?;
-        thread("rapidwasm-journal-sync").spawn(move || sync_loop(&mut synced, &to_sync, &counters)).map_err(failed)?;
+        thread("journal-commit").spawn(move || commit_loop(&db, &mut wal, &receiver, &groups)).map_err(failed)?;
+        thread("journal-sync").spawn(move || sync_loop(&mut synced, &to_sync, &counters)).map_err(failed)?;
         Ok(Committer { jobs, stats })
     }
 }

@@ -475,7 +475,7 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
     let (chores, receiver) = mpsc::channel::<Chore>();
     let _ = chores.send(Chore::Spare);
     std::thread::Builder::new()
-        .name("rapidwasm-checkpoint".into())
+        .name("journal-ckpt".into())
         .spawn(move || {
             while let Ok(chore) = receiver.recv() {
                 match chore {
