@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rapidwasm::messages::{Connection, Fields};
+use rapidwasm::router::RouterError;
 use rapidwasm::store::SledStore;
 use rapidwasm::store::journal::{Direction, MessageRecord, Staged};
 use rapidwasm_tests::gateway::{Gateway, query_pairs, value};
@@ -84,6 +85,37 @@ async fn messages_and_their_transmissions_are_stored_with_statuses() {
 
     let (status, missing) = get_json(&format!("{}/api/v1/messages/nope", s.base)).await;
     assert_eq!((status, missing["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_callers_message_is_stored_once_with_its_outcome() {
+    let t = TestHost::start(&format!("{DURABLE}{}{}", app("echo", "echo", ""), console("console", "")))
+        .await
+        .expect("start");
+    let router = t.host.router();
+    let journal = router.journal().expect("the durable router's journal").clone();
+    let writes = || journal.stats().writes;
+    let phone = Connection::new("console", "1");
+
+    let before = writes();
+    let msg = router.receive("echo one", phone.clone(), Fields::new()).await.expect("receive");
+    let (record, _) = router.message_record(&msg.id).expect("read").expect("on disk when receive returns");
+    assert!(record.handled && record.routed_on.is_some_and(|routed| routed >= record.created_on), "{record:?}");
+    assert_eq!(record.responses.len(), 1);
+    assert_eq!(t.host.drain(WAIT).await, (0, 0));
+    assert_eq!(writes() - before, 2, "the message with its routing outcome, then the send's outcome");
+
+    // A gateway's external_id: stored before routing, so that a
+    // redelivery is recognised.
+    let mut fields = Fields::new();
+    fields.insert("external_id".into(), "gw-7".into());
+    let before = writes();
+    let first = router.receive("echo two", phone.clone(), fields.clone()).await.expect("receive");
+    assert_eq!(t.host.drain(WAIT).await, (0, 0));
+    assert_eq!(writes() - before, 3, "accepted, routed, sent");
+    let again = router.receive("echo two", phone, fields).await;
+    assert!(matches!(&again, Err(RouterError::Duplicate(id)) if *id == first.id), "{again:?}");
+    assert_eq!(t.outbox("console").len(), 2, "each message answered once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

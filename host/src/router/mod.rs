@@ -415,10 +415,12 @@ impl Router {
     /// `rapidsms.router.receive`: route `text` from `connection` through
     /// every app and send the responses. Returns the processed message.
     ///
-    /// Under the durable router the message is stored first and routed by
-    /// its worker; this waits for that, and the responses are queued, not
-    /// yet sent, when it returns. A gateway's redelivery (same backend and
-    /// `external_id` field) is refused with [`RouterError::Duplicate`].
+    /// Under the durable router the message is routed by its connection's
+    /// worker; this waits for that, and returns once the message, its
+    /// routing outcome and its queued (not yet sent) responses are on disk,
+    /// written together. A message with an `external_id` field is stored
+    /// before routing, so that a gateway's redelivery (same backend and
+    /// `external_id`) is refused with [`RouterError::Duplicate`].
     pub async fn receive(
         &self,
         text: impl Into<String>,

@@ -470,21 +470,18 @@ impl Journal {
         .await
     }
 
-    /// Record that incoming message `routed` (taken from inbox place `seq`)
-    /// has been routed, and queue its responses, all in one atomic write.
-    /// The stored record keeps the time it was accepted. The write is handed
-    /// to the committer at once; the future answers when it is durable, so
-    /// a caller may route its next message meanwhile.
+    /// Record that incoming message `routed` (taken from inbox place `seq`,
+    /// if it was stored before routing) has been routed, and queue its
+    /// responses, all in one atomic write. The write is handed to the
+    /// committer at once; the future answers when it is durable, so a
+    /// caller may route its next message meanwhile.
     pub fn finish_incoming(
         &self,
-        seq: u64,
-        mut routed: MessageRecord,
+        seq: Option<u64>,
+        routed: MessageRecord,
         responses: Vec<Staged>,
     ) -> impl Future<Output = Result<Vec<Queued>, StoreError>> + Send + 'static {
         self.submit(move |txn| {
-            if let Some(accepted) = read::<MessageRecord>(txn, &message_key(&routed.id))? {
-                routed.created_on = accepted.created_on;
-            }
             let now = now_ms();
             let mut batch = Batch::default();
             let mut queued = Vec::new();
@@ -492,7 +489,9 @@ impl Journal {
                 queued.extend(stage(txn.db, &mut batch, staged, now)?);
             }
             batch.insert(message_key(&routed.id), encode(&routed)?);
-            batch.remove(seq_key(b"i/", seq));
+            if let Some(seq) = seq {
+                batch.remove(seq_key(b"i/", seq));
+            }
             txn.apply(batch)?;
             Ok(queued)
         })
@@ -815,7 +814,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn routing_keeps_the_time_a_message_was_accepted() {
+    async fn routing_takes_a_message_out_of_the_inbox() {
         let (_dir, journal) = open();
         let Accepted::New { seq } =
             journal.accept_incoming(record("a", Direction::Incoming, None)).await.expect("accept")
@@ -823,11 +822,14 @@ mod tests {
             panic!("a new message")
         };
         let mut routed = record("a", Direction::Incoming, None);
-        routed.created_on = 99;
         routed.routed_on = Some(100);
-        journal.finish_incoming(seq, routed, Vec::new()).await.expect("finish");
+        journal.finish_incoming(Some(seq), routed, Vec::new()).await.expect("finish");
         let stored = journal.message("a").expect("read").expect("stored");
         assert_eq!((stored.created_on, stored.routed_on), (1, Some(100)));
+        assert!(journal.inbox().expect("inbox").is_empty());
+        // A message routed before it was stored is stored once, routed.
+        journal.finish_incoming(None, record("b", Direction::Incoming, None), Vec::new()).await.expect("finish");
+        assert!(journal.message("b").expect("read").is_some());
         assert!(journal.inbox().expect("inbox").is_empty());
     }
 

@@ -4,7 +4,10 @@
 //!   calls) stores the message and its place in the inbox, and returns only
 //!   once that is on disk; the backend then answers its gateway. A gateway's
 //!   redelivery (same backend, same non-empty `external_id` field) is
-//!   recognised and not routed again.
+//!   recognised and not routed again. A caller that waits for the routing
+//!   outcome anyway ([`Router::receive`], the HTTP API) of a message without
+//!   an `external_id` is not answered before that outcome is on disk, so its
+//!   message is stored once, with the outcome: one write instead of two.
 //! - **Routing.** Workers take the inbox in order, one worker per
 //!   connection (messages from one phone are routed in the order they came),
 //!   run the phases and the outgoing phase of each response, then store the
@@ -95,7 +98,11 @@ pub enum Submitted<T> {
 
 /// A message waiting to be routed.
 struct InboxItem {
-    seq: u64,
+    /// Its place in the stored inbox; `None` when it was not stored first
+    /// (its caller waits for the outcome, stored once, after routing).
+    seq: Option<u64>,
+    /// When it was accepted (ms since the epoch).
+    accepted_on: u64,
     msg: IncomingMessage,
     depth: u32,
 }
@@ -105,7 +112,7 @@ pub(super) struct Durable {
     journal: Journal,
     workers: Vec<mpsc::UnboundedSender<InboxItem>>,
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
-    waiters: Mutex<HashMap<String, oneshot::Sender<IncomingMessage>>>,
+    waiters: Mutex<HashMap<String, oneshot::Sender<Result<IncomingMessage, RouterError>>>>,
     options: DurableOptions,
 }
 
@@ -208,6 +215,8 @@ const PIPELINE: usize = 64;
 /// A message routed, its outcome on its way to disk.
 struct Routed {
     msg: IncomingMessage,
+    /// It was in the stored inbox before routing.
+    inboxed: bool,
     sent: Vec<OutgoingMessage>,
     stored: Pin<Box<dyn Future<Output = Result<Vec<Queued>, StoreError>> + Send>>,
 }
@@ -228,7 +237,7 @@ async fn route_inbox(router: Weak<RouterInner>, mut items: mpsc::UnboundedReceiv
         while let Some(done) = durable.recv().await {
             let outcome = done.stored.await;
             let Some(inner) = finisher.upgrade() else { return };
-            Router { inner }.finish_routed(done.msg, done.sent, outcome);
+            Router { inner }.finish_routed(done.msg, done.inboxed, done.sent, outcome);
         }
     });
     while let Some(item) = items.recv().await {
@@ -240,7 +249,7 @@ async fn route_inbox(router: Weak<RouterInner>, mut items: mpsc::UnboundedReceiv
     }
 }
 
-fn incoming_record(msg: &IncomingMessage, depth: u32) -> MessageRecord {
+fn incoming_record(msg: &IncomingMessage, depth: u32, accepted_on: u64) -> MessageRecord {
     MessageRecord {
         id: msg.id.clone(),
         direction: Direction::Incoming,
@@ -250,7 +259,7 @@ fn incoming_record(msg: &IncomingMessage, depth: u32) -> MessageRecord {
         in_response_to: None,
         external_id: None,
         class: Default::default(),
-        created_on: now_ms(),
+        created_on: accepted_on,
         routed_on: None,
         handled: false,
         responses: Vec::new(),
@@ -337,7 +346,7 @@ impl Router {
         }
         match self.accept(text, connection, fields, 0, true).await? {
             Submitted::Duplicate(id) => Ok(Submitted::Duplicate(id)),
-            Submitted::New((_, Some(routed))) => routed.await.map(Submitted::New).map_err(|_| RouterError::Gone),
+            Submitted::New((_, Some(routed))) => routed.await.map_err(|_| RouterError::Gone)?.map(Submitted::New),
             Submitted::New((_, None)) => Err(RouterError::Gone),
         }
     }
@@ -351,18 +360,24 @@ impl Router {
         fields: crate::messages::Fields,
         depth: u32,
         wait: bool,
-    ) -> Result<Submitted<(String, Option<oneshot::Receiver<IncomingMessage>>)>, RouterError> {
+    ) -> Result<Submitted<(String, Option<oneshot::Receiver<Result<IncomingMessage, RouterError>>>)>, RouterError> {
         self.check_depth(depth)?;
         check_text(&text, self.inner.options.max_text_bytes)?;
         let durable = self.durable().ok_or(RouterError::Gone)?;
         self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?;
         let mut msg = IncomingMessage::new(text, connection);
         msg.fields = fields;
-        let seq = match durable.journal.accept_incoming(incoming_record(&msg, depth)).await? {
-            Accepted::New { seq } => seq,
-            Accepted::Duplicate { message_id } => {
-                tracing::info!(%message_id, connection = %msg.connections[0], "redelivered by the gateway; routed once already");
-                return Ok(Submitted::Duplicate(message_id));
+        let accepted_on = now_ms();
+        let redelivery_key = msg.fields.get("external_id").is_some_and(|e| !e.is_empty());
+        let seq = if wait && !redelivery_key {
+            None
+        } else {
+            match durable.journal.accept_incoming(incoming_record(&msg, depth, accepted_on)).await? {
+                Accepted::New { seq } => Some(seq),
+                Accepted::Duplicate { message_id } => {
+                    tracing::info!(%message_id, connection = %msg.connections[0], "redelivered by the gateway; routed once already");
+                    return Ok(Submitted::Duplicate(message_id));
+                }
             }
         };
         let routed = wait.then(|| {
@@ -371,14 +386,14 @@ impl Router {
             receiver
         });
         let id = msg.id.clone();
-        durable.enqueue_incoming(InboxItem { seq, msg, depth });
+        durable.enqueue_incoming(InboxItem { seq, accepted_on, msg, depth });
         Ok(Submitted::New((id, routed)))
     }
 
     /// Route an accepted message, store the outcome and queue its responses.
     async fn route_accepted(&self, item: InboxItem) -> Option<Routed> {
         let durable = self.durable()?;
-        let InboxItem { seq, mut msg, depth } = item;
+        let InboxItem { seq, accepted_on, mut msg, depth } = item;
         self.route_phases(&mut msg, depth).await;
         let mut staged = Vec::new();
         let mut sent = Vec::with_capacity(msg.responses.len());
@@ -389,34 +404,49 @@ impl Router {
             }
             sent.push(out);
         }
-        let mut routed = incoming_record(&msg, depth);
+        let mut routed = incoming_record(&msg, depth, accepted_on);
         routed.routed_on = Some(now_ms());
         routed.handled = msg.handled;
         routed.responses = staged.iter().map(|s| s.record.id.clone()).collect();
         let stored = Box::pin(durable.journal.finish_incoming(seq, routed, staged));
-        Some(Routed { msg, sent, stored })
+        Some(Routed { msg, inboxed: seq.is_some(), sent, stored })
     }
 
     /// The routing outcome of `msg` is durable (or could not be stored):
-    /// send its responses, and answer whoever waits for it.
+    /// send its responses, and answer whoever waits for it. A message that
+    /// was not `inboxed` first and could not be stored is answered with the
+    /// error: nothing of it is kept.
     fn finish_routed(
         &self,
         mut msg: IncomingMessage,
+        inboxed: bool,
         sent: Vec<OutgoingMessage>,
         stored: Result<Vec<Queued>, StoreError>,
     ) {
         let Some(durable) = self.durable() else { return };
-        match stored {
-            Ok(queued) => durable.enqueue_outgoing(queued),
-            Err(err) => tracing::error!(
-                message_id = %msg.id,
-                %err,
-                "cannot store the routing outcome; the message stays in the inbox and is routed again at the next start"
-            ),
-        }
-        msg.sent = sent;
-        if let Some(waiter) = lock(&durable.waiters).remove(&msg.id) {
-            let _ = waiter.send(msg);
+        let waiter = lock(&durable.waiters).remove(&msg.id);
+        let answer = match stored {
+            Ok(queued) => {
+                durable.enqueue_outgoing(queued);
+                msg.sent = sent;
+                Ok(msg)
+            }
+            Err(err) if inboxed => {
+                tracing::error!(
+                    message_id = %msg.id,
+                    %err,
+                    "cannot store the routing outcome; the message stays in the inbox and is routed again at the next start"
+                );
+                msg.sent = sent;
+                Ok(msg)
+            }
+            Err(err) => {
+                tracing::error!(message_id = %msg.id, %err, "cannot store the routing outcome; the caller is told");
+                Err(RouterError::Store(err))
+            }
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(answer);
         }
     }
 
@@ -468,7 +498,12 @@ impl Router {
             let mut msg = IncomingMessage::new(record.text.clone(), connection);
             msg.base.id = record.id;
             msg.fields = record.fields;
-            durable.enqueue_incoming(InboxItem { seq, msg, depth: record.depth });
+            durable.enqueue_incoming(InboxItem {
+                seq: Some(seq),
+                accepted_on: record.created_on,
+                msg,
+                depth: record.depth,
+            });
         }
         durable.enqueue_outgoing(outbox);
         if counts != (0, 0) {
