@@ -144,18 +144,21 @@ impl Lane {
                 let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
                 let (lane, router) = (self.clone(), router.clone());
                 tokio::spawn(async move {
-                    let outcomes = match router.upgrade() {
-                        Some(inner) => lane.send(&Router { inner }, &group).await,
-                        None => return,
-                    };
+                    let Some(inner) = router.upgrade() else { return };
+                    let router = Router { inner };
+                    let outcomes = lane.send(&router, &group).await;
+                    // The permit bounds calls to the backend; recording the
+                    // outcome does not hold one. The connections stay busy
+                    // until it is recorded, so their order holds.
                     drop(permit);
+                    lane.record(&router, &group, &outcomes).await;
                     lane.finish(group, outcomes);
                 });
             }
         }
     }
 
-    /// Send one group and record how it went.
+    /// Send one group; the outcome of each of its transmissions.
     async fn send(&self, router: &Router, group: &[Queued]) -> Vec<Attempt> {
         let message_id = &group[0].key.message_id;
         let identities: Vec<String> = group.iter().map(|q| q.key.connection.identity.clone()).collect();
@@ -215,11 +218,17 @@ impl Lane {
                 _ => Attempt::Sent,
             })
             .collect();
+        outcomes
+    }
+
+    /// Record how the send of `group` went.
+    async fn record(&self, router: &Router, group: &[Queued], outcomes: &[Attempt]) {
+        let Some(journal) = router.journal() else { return };
         let changes = group.iter().map(|q| q.key.clone()).zip(outcomes.iter().cloned()).collect();
         if let Err(err) = journal.record_attempts(changes).await {
+            let message_id = &group[0].key.message_id;
             tracing::error!(%message_id, %err, "cannot record the send's outcome; it may be sent again after a restart");
         }
-        outcomes
     }
 
     /// Move each connection of `group` past its head (or keep the head for
