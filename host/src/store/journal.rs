@@ -34,7 +34,7 @@ use std::sync::{Arc, mpsc};
 use serde::{Deserialize, Serialize};
 
 use super::sled_store::{decode, encode, engine};
-use super::wal::{Batch, Log, Txn, Wal, Written};
+use super::wal::{Batch, Log, Txn, View, Wal, Written};
 use super::{StoreError, now_ms};
 use crate::messages::{Connection, Fields, MessageClass};
 
@@ -260,6 +260,8 @@ pub struct Journal {
 pub(crate) struct Committer {
     jobs: mpsc::Sender<Job>,
     stats: Arc<Counters>,
+    /// How readers see the journals: writes not yet in sled first.
+    view: View,
 }
 
 impl Committer {
@@ -275,6 +277,7 @@ impl Committer {
                 "journal log replayed"
             );
         }
+        let view = wal.view();
         let (jobs, receiver) = mpsc::channel::<Job>();
         let (groups, to_sync) = mpsc::channel::<Group>();
         let db = db.clone();
@@ -284,7 +287,7 @@ impl Committer {
         let failed = |e| StoreError::Engine(format!("cannot start the journal's threads: {e}"));
         thread("journal-commit").spawn(move || commit_loop(&db, &mut wal, &receiver, &groups)).map_err(failed)?;
         thread("journal-sync").spawn(move || sync_loop(&mut synced, &to_sync, &counters)).map_err(failed)?;
-        Ok(Committer { jobs, stats })
+        Ok(Committer { jobs, stats, view })
     }
 }
 
@@ -331,11 +334,6 @@ fn external_key(backend: &str, external_id: &str) -> Vec<u8> {
 
 fn client_key(key: &str) -> Vec<u8> {
     [b"k/", key.as_bytes()].concat()
-}
-
-/// The record under `key` in sled: what is durable.
-fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-    tree.get(key).map_err(engine)?.map(|bytes| decode(key, &bytes)).transpose()
 }
 
 /// The record under `key` as a write sees it: after every earlier write.
@@ -646,33 +644,36 @@ impl Journal {
         .await
     }
 
+    /// The record under `key`.
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.committer.view.get(&self.tree, key)?.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    /// Every key under `prefix`, in order, with its value.
+    fn scan(&self, prefix: &[u8]) -> Result<std::collections::BTreeMap<Vec<u8>, sled::IVec>, StoreError> {
+        self.committer.view.scan_prefix(&self.tree, prefix)
+    }
+
     /// The message with this id.
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        get(&self.tree, &message_key(id))
+        self.get(&message_key(id))
     }
 
     /// The transmissions of message `id`.
     pub fn transmissions(&self, id: &str) -> Result<Vec<TransmissionRecord>, StoreError> {
-        self.tree
-            .scan_prefix(message_transmissions_prefix(id))
-            .map(|item| {
-                let (key, value) = item.map_err(engine)?;
-                decode(&key, &value)
-            })
-            .collect()
+        self.scan(&message_transmissions_prefix(id))?.iter().map(|(key, value)| decode(key, value)).collect()
     }
 
     /// The transmission with this key.
     pub fn transmission(&self, key: &TransmissionKey) -> Result<Option<TransmissionRecord>, StoreError> {
-        get(&self.tree, &key.bytes())
+        self.get(&key.bytes())
     }
 
     /// Up to `limit` dead letters, oldest message id first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<TransmissionRecord>, StoreError> {
         let mut found = Vec::new();
-        for item in self.tree.scan_prefix(b"d/").take(limit) {
-            let (key, _) = item.map_err(engine)?;
-            if let Some(record) = get(&self.tree, &key[2..])? {
+        for key in self.scan(b"d/")?.keys().take(limit) {
+            if let Some(record) = self.get(&key[2..])? {
                 found.push(record);
             }
         }
@@ -682,8 +683,7 @@ impl Journal {
     /// The incoming messages accepted but not yet routed, oldest first.
     pub fn inbox(&self) -> Result<Vec<(u64, MessageRecord)>, StoreError> {
         let mut found = Vec::new();
-        for item in self.tree.scan_prefix(b"i/") {
-            let (key, id) = item.map_err(engine)?;
+        for (key, id) in self.scan(b"i/")? {
             let seq = seq_of(&key)?;
             let id = String::from_utf8_lossy(&id).into_owned();
             match self.message(&id)? {
@@ -697,8 +697,7 @@ impl Journal {
     /// The transmissions still to send, in the order they were queued.
     pub fn outbox(&self) -> Result<Vec<Queued>, StoreError> {
         let mut found = Vec::new();
-        for item in self.tree.scan_prefix(b"o/") {
-            let (key, tx) = item.map_err(engine)?;
+        for (key, tx) in self.scan(b"o/")? {
             let seq = seq_of(&key)?;
             let Some(tx_key) = TransmissionKey::parse(&tx) else {
                 return Err(StoreError::Corrupt { key: format!("o/{seq}"), reason: "not a transmission key".into() });
@@ -712,8 +711,8 @@ impl Journal {
     }
 
     /// How many messages wait in the inbox and transmissions in the outbox.
-    pub fn backlog(&self) -> (usize, usize) {
-        (self.tree.scan_prefix(b"i/").count(), self.tree.scan_prefix(b"o/").count())
+    pub fn backlog(&self) -> Result<(usize, usize), StoreError> {
+        Ok((self.scan(b"i/")?.len(), self.scan(b"o/")?.len()))
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod journal;
+mod memtable;
 mod sled_store;
 mod wal;
 

@@ -29,13 +29,14 @@
 //! where a frame would start are the unwritten rest of a segment that was
 //! zero-filled ahead of time, and end it cleanly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
+use super::memtable::Memtable;
 use super::sled_store::engine;
 
 /// Where each journal tree keeps the LSN of the last batch it holds. The
@@ -65,6 +66,11 @@ impl Batch {
     /// Remove `key`.
     pub(crate) fn remove(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push((key.into(), None));
+    }
+
+    /// Its writes, in order.
+    pub(crate) fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
     }
 
     /// Write the batch to sled key by key, then its LSN.
@@ -209,15 +215,14 @@ fn tree_lsn(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(tree.get(LSN_KEY).map_err(engine)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
-/// Writes not yet applied to sled, by tree and key: the LSN of the write
-/// that set the key last, and its value (`None`: removed).
-type Overlay = HashMap<(sled::IVec, Vec<u8>), (u64, Option<sled::IVec>)>;
+/// Apply the memtable to sled once it holds this many versions.
+const APPLY_VERSIONS: usize = 8192;
 
-/// What the two sides of the log share.
+/// What the two sides of the log, and the journal's readers, share.
 #[derive(Default)]
 struct Shared {
-    /// What the reads of later writes see before sled.
-    overlay: Mutex<Overlay>,
+    /// Writes not yet applied to sled; everyone reads them first.
+    memtable: Mutex<Memtable>,
     /// Set when a sync failed: what the file holds after that is unknown,
     /// so the log takes no more writes until the host restarts.
     broken: Mutex<Option<String>>,
@@ -238,6 +243,38 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How the journal's readers see a tree: the memtable over sled.
+#[derive(Clone)]
+pub(crate) struct View {
+    shared: Arc<Shared>,
+}
+
+impl View {
+    /// The newest value of `key` in `tree`.
+    pub(crate) fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(value) = lock(&self.shared.memtable).get(&tree.name(), key) {
+            return Ok(value);
+        }
+        tree.get(key).map_err(engine)
+    }
+
+    /// Every key of `tree` starting with `prefix`, in order, with its
+    /// newest value.
+    pub(crate) fn scan_prefix(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, sled::IVec>, StoreError> {
+        let mut found = BTreeMap::new();
+        for item in tree.scan_prefix(prefix) {
+            let (key, value) = item.map_err(engine)?;
+            found.insert(key.to_vec(), value);
+        }
+        lock(&self.shared.memtable).overlay_prefix(&tree.name(), prefix, &mut found);
+        Ok(found)
+    }
+}
+
 /// The writing side of the log, owned by the journal's committer thread:
 /// it numbers and encodes writes, and lets later writes read them.
 pub(crate) struct Wal {
@@ -250,11 +287,13 @@ pub(crate) struct Wal {
 #[derive(Default)]
 pub(crate) struct Written {
     frames: Vec<u8>,
-    batches: Vec<(sled::Tree, u64, Batch)>,
+    /// The LSN of the last of them.
+    last_lsn: u64,
 }
 
 /// The durable side of the log, owned by the journal's sync thread: it
-/// appends what the committer wrote, syncs it, and applies it to sled.
+/// appends what the committer wrote, syncs it, and now and then applies
+/// what is durable to sled.
 pub(crate) struct Log {
     dir: PathBuf,
     file: File,
@@ -262,6 +301,8 @@ pub(crate) struct Log {
     written: u64,
     /// Close the segment once this much is written ([`SEGMENT_BYTES`]).
     segment_bytes: u64,
+    /// The LSN of the last durable write.
+    synced: u64,
     shared: Arc<Shared>,
     /// Chores for the checkpoint thread.
     chores: mpsc::Sender<Chore>,
@@ -277,7 +318,7 @@ enum Chore {
 
 /// One journal write in progress on the committer thread. Its reads see
 /// every earlier write, durable or not; its [`apply`](Txn::apply) is
-/// durable, and visible to readers of sled, once its group is synced.
+/// durable once its group is synced.
 pub(crate) struct Txn<'a> {
     /// The database (for its id generator).
     pub(crate) db: &'a sled::Db,
@@ -293,13 +334,10 @@ impl<'a> Txn<'a> {
 
     /// The value of `key` after every earlier write.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        if let Some((_, value)) = lock(&self.wal.shared.overlay).get(&(self.tree.name(), key.to_vec())) {
-            return Ok(value.clone());
-        }
-        self.tree.get(key).map_err(engine)
+        self.wal.view().get(self.tree, key)
     }
 
-    /// Log `batch`; it is applied to sled once its group is durable.
+    /// Log `batch`; it is durable once its group is synced.
     pub(crate) fn apply(&mut self, batch: Batch) -> Result<(), StoreError> {
         self.wal.append(self.tree, batch)
     }
@@ -357,7 +395,7 @@ impl Wal {
         }
         db.flush().map_err(engine)?;
         for (_, path) in &old {
-            std::fs::remove_file(path).map_err(|e| io_error("remove", path, e))?;
+            remove_segment(path)?;
         }
         let segment = old.last().map_or(1, |(n, _)| n + 1);
         let shared = Arc::new(Shared::default());
@@ -367,6 +405,7 @@ impl Wal {
             segment,
             written: 0,
             segment_bytes: SEGMENT_BYTES,
+            synced: last_lsn,
             shared: shared.clone(),
             chores: start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?,
         };
@@ -374,18 +413,18 @@ impl Wal {
         Ok((wal, log, replayed))
     }
 
+    /// How the journal's readers see its trees.
+    pub(crate) fn view(&self) -> View {
+        View { shared: self.shared.clone() }
+    }
+
     fn append(&mut self, tree: &sled::Tree, batch: Batch) -> Result<(), StoreError> {
         self.shared.broken()?;
         let lsn = self.next_lsn;
         self.next_lsn += 1;
-        let name = tree.name();
-        batch.encode(lsn, &name, &mut self.pending.frames);
-        let mut overlay = lock(&self.shared.overlay);
-        for (key, value) in &batch.ops {
-            overlay.insert((name.clone(), key.clone()), (lsn, value.as_deref().map(sled::IVec::from)));
-        }
-        drop(overlay);
-        self.pending.batches.push((tree.clone(), lsn, batch));
+        batch.encode(lsn, &tree.name(), &mut self.pending.frames);
+        self.pending.last_lsn = lsn;
+        lock(&self.shared.memtable).insert(tree, lsn, &batch);
         Ok(())
     }
 
@@ -396,8 +435,9 @@ impl Wal {
 }
 
 impl Log {
-    /// Make `written` durable (one write and one `fdatasync`), then apply
-    /// it to sled; close the segment when it is full.
+    /// Make `written` durable (one write and one `fdatasync`); apply what
+    /// is durable to sled when the memtable is full; close the segment when
+    /// it is full.
     pub(crate) fn sync(&mut self, written: &[Written]) -> Result<(), StoreError> {
         self.shared.broken()?;
         if written.iter().all(|w| w.frames.is_empty()) {
@@ -410,15 +450,22 @@ impl Log {
                 outcome.and_then(|()| self.file.write_all(&part.frames).map_err(|e| io_error("append to", &path, e)));
             self.written += part.frames.len() as u64;
         }
-        let outcome = outcome
-            .and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e)))
-            .and_then(|()| self.apply(written));
+        let outcome = outcome.and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e)));
+        if outcome.is_ok() {
+            self.synced = written.iter().map(|w| w.last_lsn).max().unwrap_or(self.synced).max(self.synced);
+        }
+        let full = self.written >= self.segment_bytes;
+        let outcome = outcome.and_then(|()| {
+            if full || lock(&self.shared.memtable).len() >= APPLY_VERSIONS { self.apply_synced() } else { Ok(()) }
+        });
         if let Err(err) = outcome {
             let reason = format!("{err}; the journal takes no more writes until the host restarts");
             *lock(&self.shared.broken) = Some(reason.clone());
             return Err(StoreError::Engine(reason));
         }
-        if self.written >= self.segment_bytes {
+        if full {
+            // Everything in the closed segment is in sled now; once sled
+            // is flushed the segment can go.
             let spare = self.shared.spare.swap(false, std::sync::atomic::Ordering::AcqRel);
             self.file = create_segment(&self.dir, self.segment + 1, spare)?;
             let _ = self.chores.send(Chore::Checkpoint(self.segment));
@@ -431,27 +478,27 @@ impl Log {
         Ok(())
     }
 
-    /// Apply durable writes to sled, then drop from the overlay what no
-    /// later write has set again.
-    fn apply(&self, written: &[Written]) -> Result<(), StoreError> {
-        for (tree, lsn, batch) in written.iter().flat_map(|w| &w.batches) {
-            batch.apply(tree, *lsn)?;
-        }
-        let mut overlay = lock(&self.shared.overlay);
-        for (tree, lsn, batch) in written.iter().flat_map(|w| &w.batches) {
-            let name = tree.name();
-            for (key, _) in &batch.ops {
-                let entry = (name.clone(), key.clone());
-                if overlay.get(&entry).is_some_and(|(set_by, _)| set_by == lsn) {
-                    overlay.remove(&entry);
+    /// Apply every durable write to sled: per key its latest durable
+    /// version, then each tree's LSN. The memtable lock is not held while
+    /// sled is written, so the committer goes on meanwhile.
+    pub(crate) fn apply_synced(&mut self) -> Result<(), StoreError> {
+        let through = self.synced;
+        let due = lock(&self.shared.memtable).due(through);
+        for part in &due {
+            for (key, value) in &part.writes {
+                match value {
+                    Some(value) => part.tree.insert(key.as_slice(), value.clone()),
+                    None => part.tree.remove(key.as_slice()),
                 }
+                .map_err(engine)?;
             }
+            part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
         }
+        lock(&self.shared.memtable).forget(&due, through);
         Ok(())
     }
 }
 
-/// Start segment `number`: the zero-filled spare renamed, or a new file.
 fn create_segment(dir: &Path, number: u64, spare: bool) -> Result<File, StoreError> {
     let path = segment_path(dir, number);
     if spare {
@@ -499,10 +546,18 @@ fn checkpoint(db: &sled::Db, dir: &Path, upto: u64) -> Result<(), StoreError> {
     db.flush().map_err(engine)?;
     for (number, path) in segments(dir)? {
         if number <= upto {
-            std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+            remove_segment(&path)?;
         }
     }
     sync_dir(dir)
+}
+
+/// Delete a segment sled holds all of; one already gone is fine.
+fn remove_segment(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("remove", path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Write [`SPARE`]: [`SEGMENT_BYTES`] of zeros, on disk.
@@ -596,16 +651,28 @@ mod tests {
         txn.apply(batch(&[("m/2", Some("x")), ("m/1", None)])).expect("apply");
         assert_eq!(txn.get(b"m/2").expect("read").as_deref(), Some(b"x".as_slice()), "later writes see it");
         assert_eq!(txn.get(b"m/1").expect("read"), None);
-        assert_eq!(value(&tree, "m/2"), None, "readers of sled see it only once durable");
+        let view = wal.view();
         synced.sync(&[wal.take()]).expect("sync");
-        assert_eq!(value(&tree, "m/2").as_deref(), Some("x"));
-        assert_eq!(tree_lsn(&tree).expect("lsn"), 3);
-        assert!(lock(&wal.shared.overlay).is_empty(), "applied writes leave the overlay");
+        assert_eq!(view.get(&tree, b"m/2").expect("read").as_deref(), Some(b"x".as_slice()), "readers see it");
+        assert_eq!(view.scan_prefix(&tree, b"m/").expect("scan").len(), 1, "m/1 is gone, m/2 is there");
+        assert_eq!(value(&tree, "m/2"), None, "sled gets it later, with others");
+        // The host stops before sled got it: the log brings it back.
         drop((wal, synced));
-        let (_, _, again) = Wal::open(&db, &log).expect("replay again");
-        assert_eq!(again, Replayed { applied: 0, skipped: 1, torn: false });
+        let (mut wal, mut synced, again) = Wal::open(&db, &log).expect("replay again");
+        assert_eq!(again, Replayed { applied: 1, skipped: 0, torn: false });
         assert_eq!(value(&tree, "m/2").as_deref(), Some("x"));
         assert_eq!(value(&tree, "m/1"), None);
+        assert_eq!(tree_lsn(&tree).expect("lsn"), 3);
+        // Applied while running: sled holds it, with the tree's LSN.
+        Txn::new(&db, &tree, &mut wal).apply(batch(&[("m/3", Some("y"))])).expect("apply");
+        synced.sync(&[wal.take()]).expect("sync");
+        synced.apply_synced().expect("apply");
+        assert_eq!(value(&tree, "m/3").as_deref(), Some("y"));
+        assert_eq!(tree_lsn(&tree).expect("lsn"), 4);
+        assert_eq!(lock(&wal.shared.memtable).len(), 0, "applied writes leave the memtable");
+        drop((wal, synced));
+        let (_, _, last) = Wal::open(&db, &log).expect("replay");
+        assert_eq!(last, Replayed { applied: 0, skipped: 1, torn: false });
     }
 
     #[test]

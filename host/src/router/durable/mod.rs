@@ -563,14 +563,21 @@ impl Router {
     }
 
     /// Wait until the inbox and the outbox are empty, or `timeout` passes;
-    /// returns how many messages and transmissions are left.
+    /// returns how many messages and transmissions are left. If the journal
+    /// cannot be read, the wait goes on until the timeout, which logs why
+    /// and returns `usize::MAX` for both.
     pub async fn drain(&self, timeout: Duration) -> (usize, usize) {
         let Some(durable) = self.durable() else { return (0, 0) };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let left = durable.journal.backlog();
-            if left == (0, 0) || tokio::time::Instant::now() >= deadline {
-                return left;
+            let out_of_time = tokio::time::Instant::now() >= deadline;
+            match durable.journal.backlog() {
+                Ok(left) if left == (0, 0) || out_of_time => return left,
+                Err(err) if out_of_time => {
+                    tracing::error!(%err, "cannot read the journal's backlog");
+                    return (usize::MAX, usize::MAX);
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
