@@ -21,8 +21,10 @@ const MESSAGES: usize = 10_000;
 const CLIENTS: usize = 32;
 /// Kill the host once this many messages were acknowledged.
 const KILL_AFTER: usize = 4_000;
-/// Sends in flight per backend (`router.send_concurrency`): the most a kill
-/// can duplicate, since a send is recorded only after the gateway answered.
+/// Sends in flight per backend (`router.send_concurrency`). A kill can
+/// duplicate those, and up to four times as many that returned but whose
+/// outcome was not yet on disk, since a send is recorded only after the
+/// gateway answered.
 const SEND_CONCURRENCY: usize = 16;
 
 /// The answers the host sent, counted by text.
@@ -204,7 +206,7 @@ settings = {{ id_name = "mid", outbound_url = "http://{sink}/out?to={{identity}}
     );
     assert_eq!(strays, 0, "only echo answers: {counts:?}");
     assert!(
-        duplicates <= SEND_CONCURRENCY,
-        "{duplicates} duplicates; at most the {SEND_CONCURRENCY} sends in flight at the kill may repeat"
+        duplicates <= 5 * SEND_CONCURRENCY,
+        "{duplicates} duplicates; at most the {SEND_CONCURRENCY} sends in flight at the kill, and four times as many being recorded, may repeat"
     );
 }

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
@@ -227,7 +228,9 @@ struct Shared {
     /// so the log takes no more writes until the host restarts.
     broken: Mutex<Option<String>>,
     /// The checkpoint thread has a zero-filled [`SPARE`] segment ready.
-    spare: std::sync::atomic::AtomicBool,
+    spare: AtomicBool,
+    /// The checkpoint thread has been asked to apply the memtable.
+    applying: AtomicBool,
 }
 
 impl Shared {
@@ -308,8 +311,10 @@ pub(crate) struct Log {
     chores: mpsc::Sender<Chore>,
 }
 
-/// What the checkpoint thread is asked to do.
+/// What the checkpoint thread is asked to do, in order.
 enum Chore {
+    /// Apply the memtable to sled through this LSN.
+    Apply(u64),
     /// Flush sled, then delete the segments up to this one.
     Checkpoint(u64),
     /// Zero-fill a [`SPARE`] segment.
@@ -435,9 +440,9 @@ impl Wal {
 }
 
 impl Log {
-    /// Make `written` durable (one write and one `fdatasync`); apply what
-    /// is durable to sled when the memtable is full; close the segment when
-    /// it is full.
+    /// Make `written` durable (one write and one `fdatasync`); have what
+    /// is durable applied to sled when the memtable is full; close the
+    /// segment when it is full.
     pub(crate) fn sync(&mut self, written: &[Written]) -> Result<(), StoreError> {
         self.shared.broken()?;
         if written.iter().all(|w| w.frames.is_empty()) {
@@ -450,53 +455,51 @@ impl Log {
                 outcome.and_then(|()| self.file.write_all(&part.frames).map_err(|e| io_error("append to", &path, e)));
             self.written += part.frames.len() as u64;
         }
-        let outcome = outcome.and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e)));
-        if outcome.is_ok() {
-            self.synced = written.iter().map(|w| w.last_lsn).max().unwrap_or(self.synced).max(self.synced);
-        }
-        let full = self.written >= self.segment_bytes;
-        let outcome = outcome.and_then(|()| {
-            if full || lock(&self.shared.memtable).len() >= APPLY_VERSIONS { self.apply_synced() } else { Ok(()) }
-        });
-        if let Err(err) = outcome {
+        if let Err(err) = outcome.and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e))) {
             let reason = format!("{err}; the journal takes no more writes until the host restarts");
             *lock(&self.shared.broken) = Some(reason.clone());
             return Err(StoreError::Engine(reason));
         }
-        if full {
-            // Everything in the closed segment is in sled now; once sled
-            // is flushed the segment can go.
-            let spare = self.shared.spare.swap(false, std::sync::atomic::Ordering::AcqRel);
+        self.synced = written.iter().map(|w| w.last_lsn).fold(self.synced, u64::max);
+        if self.written >= self.segment_bytes {
+            // The checkpoint thread applies everything up to here, closed
+            // segment included, then flushes sled and deletes the segment.
+            let spare = self.shared.spare.swap(false, Ordering::AcqRel);
             self.file = create_segment(&self.dir, self.segment + 1, spare)?;
+            self.shared.applying.store(true, Ordering::Release);
+            let _ = self.chores.send(Chore::Apply(self.synced));
             let _ = self.chores.send(Chore::Checkpoint(self.segment));
             if spare {
                 let _ = self.chores.send(Chore::Spare);
             }
             self.segment += 1;
             self.written = 0;
+        } else if lock(&self.shared.memtable).len() >= APPLY_VERSIONS
+            && !self.shared.applying.swap(true, Ordering::AcqRel)
+        {
+            let _ = self.chores.send(Chore::Apply(self.synced));
         }
         Ok(())
     }
+}
 
-    /// Apply every durable write to sled: per key its latest durable
-    /// version, then each tree's LSN. The memtable lock is not held while
-    /// sled is written, so the committer goes on meanwhile.
-    pub(crate) fn apply_synced(&mut self) -> Result<(), StoreError> {
-        let through = self.synced;
-        let due = lock(&self.shared.memtable).due(through);
-        for part in &due {
-            for (key, value) in &part.writes {
-                match value {
-                    Some(value) => part.tree.insert(key.as_slice(), value.clone()),
-                    None => part.tree.remove(key.as_slice()),
-                }
-                .map_err(engine)?;
+/// Apply every write through LSN `through` (all durable) to sled: per key
+/// its latest version up to there, then each tree's LSN. The memtable lock
+/// is not held while sled is written, so the committer goes on meanwhile.
+fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
+    let due = lock(&shared.memtable).due(through);
+    for part in &due {
+        for (key, value) in &part.writes {
+            match value {
+                Some(value) => part.tree.insert(key.as_slice(), value.clone()),
+                None => part.tree.remove(key.as_slice()),
             }
-            part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
+            .map_err(engine)?;
         }
-        lock(&self.shared.memtable).forget(&due, through);
-        Ok(())
+        part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
     }
+    lock(&shared.memtable).forget(&due, through);
+    Ok(())
 }
 
 fn create_segment(dir: &Path, number: u64, spare: bool) -> Result<File, StoreError> {
@@ -515,9 +518,11 @@ fn create_segment(dir: &Path, number: u64, spare: bool) -> Result<File, StoreErr
     Ok(file)
 }
 
-/// The checkpoint thread: once sled is flushed, every batch of a closed
-/// segment is in sled's own durable state, so the segment can go. It also
-/// zero-fills the next segment ahead of time.
+/// The checkpoint thread: it applies the memtable to sled (off the sync
+/// thread, so syncs go on meanwhile); once that covers a closed segment and
+/// sled is flushed, every batch of the segment is in sled's own durable
+/// state, so the segment can go. It also zero-fills the next segment ahead
+/// of time.
 fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<mpsc::Sender<Chore>, StoreError> {
     let (chores, receiver) = mpsc::channel::<Chore>();
     let _ = chores.send(Chore::Spare);
@@ -526,13 +531,23 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
         .spawn(move || {
             while let Ok(chore) = receiver.recv() {
                 match chore {
+                    Chore::Apply(through) => {
+                        if let Err(err) = apply_through(&shared, through) {
+                            tracing::error!(%err, "cannot apply the journal to sled; it takes no more writes");
+                            *lock(&shared.broken) =
+                                Some(format!("{err}; the journal takes no more writes until the host restarts"));
+                        }
+                        shared.applying.store(false, Ordering::Release);
+                    }
+                    // A journal that failed keeps its whole log for the replay.
+                    Chore::Checkpoint(_) if shared.broken().is_err() => {}
                     Chore::Checkpoint(upto) => {
                         if let Err(err) = checkpoint(&db, &dir, upto) {
                             tracing::error!(%err, "journal checkpoint failed; the log is kept and replayed at the next start");
                         }
                     }
                     Chore::Spare => match prepare_spare(&dir) {
-                        Ok(()) => shared.spare.store(true, std::sync::atomic::Ordering::Release),
+                        Ok(()) => shared.spare.store(true, Ordering::Release),
                         Err(err) => tracing::warn!(%err, "cannot zero-fill the next log segment; it will be appended to"),
                     },
                 }
@@ -666,7 +681,7 @@ mod tests {
         // Applied while running: sled holds it, with the tree's LSN.
         Txn::new(&db, &tree, &mut wal).apply(batch(&[("m/3", Some("y"))])).expect("apply");
         synced.sync(&[wal.take()]).expect("sync");
-        synced.apply_synced().expect("apply");
+        apply_through(&synced.shared, synced.synced).expect("apply");
         assert_eq!(value(&tree, "m/3").as_deref(), Some("y"));
         assert_eq!(tree_lsn(&tree).expect("lsn"), 4);
         assert_eq!(lock(&wal.shared.memtable).len(), 0, "applied writes leave the memtable");
@@ -683,7 +698,7 @@ mod tests {
         let tree = db.open_tree("journal").expect("tree");
         let (mut wal, mut synced, _) = Wal::open(&db, &log).expect("open log");
         synced.segment_bytes = 4096;
-        let ready = |shared: &Shared| shared.spare.load(std::sync::atomic::Ordering::Acquire);
+        let ready = |shared: &Shared| shared.spare.load(Ordering::Acquire);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !ready(&synced.shared) {
             assert!(std::time::Instant::now() < deadline, "the spare segment was never prepared");
