@@ -103,6 +103,9 @@ async fn a_waiting_callers_message_is_stored_once_with_its_outcome() {
     assert!(record.handled && record.routed_on.is_some_and(|routed| routed >= record.created_on), "{record:?}");
     assert_eq!(record.responses.len(), 1);
     assert_eq!(t.host.drain(WAIT).await, (0, 0));
+    // The journal's counters move just after a write becomes visible.
+    let counted = eventually(WAIT, async || (writes() - before >= 2).then_some(())).await;
+    assert!(counted.is_some());
     assert_eq!(writes() - before, 2, "the message with its routing outcome, then the send's outcome");
 
     // A gateway's external_id: stored before routing, so that a
@@ -112,6 +115,8 @@ async fn a_waiting_callers_message_is_stored_once_with_its_outcome() {
     let before = writes();
     let first = router.receive("echo two", phone.clone(), fields.clone()).await.expect("receive");
     assert_eq!(t.host.drain(WAIT).await, (0, 0));
+    let counted = eventually(WAIT, async || (writes() - before >= 3).then_some(())).await;
+    assert!(counted.is_some());
     assert_eq!(writes() - before, 3, "accepted, routed, sent");
     let again = router.receive("echo two", phone, fields).await;
     assert!(matches!(&again, Err(RouterError::Duplicate(id)) if *id == first.id), "{again:?}");

@@ -11,7 +11,9 @@
 //! to equal the journal as of `L`), and nothing for a key that was inserted
 //! and removed. Versions after `L` (writes not yet durable) stay.
 //!
-//! Everyone who reads the journal reads the memtable first, then sled.
+//! Everyone who reads the journal reads the memtable first, then sled:
+//! the journal's own writes every version, other readers only the durable
+//! ones.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -19,6 +21,11 @@ use super::wal::Batch;
 
 /// A key's versions, oldest first: (LSN, value; `None` for removed).
 type Versions = Vec<(u64, Option<sled::IVec>)>;
+
+/// The newest of `versions` written at or before LSN `upto`.
+fn newest(versions: &Versions, upto: u64) -> Option<Option<sled::IVec>> {
+    versions.iter().rev().find(|(lsn, _)| *lsn <= upto).map(|(_, value)| value.clone())
+}
 
 /// One tree's keys with versions in memory.
 struct TreeKeys {
@@ -64,23 +71,30 @@ impl Memtable {
         self.versions
     }
 
-    /// The newest value of `key` in tree `tree`, if the memtable holds it
-    /// (`Some(None)`: removed).
-    pub(crate) fn get(&self, tree: &[u8], key: &[u8]) -> Option<Option<sled::IVec>> {
+    /// The newest value, written at or before LSN `upto`, of `key` in tree
+    /// `tree`, if the memtable holds one (`Some(None)`: removed).
+    pub(crate) fn get(&self, tree: &[u8], key: &[u8], upto: u64) -> Option<Option<sled::IVec>> {
         let versions = self.trees.get(tree)?.keys.get(key)?;
-        versions.last().map(|(_, value)| value.clone())
+        newest(versions, upto)
     }
 
-    /// Lay the newest values of tree `tree`'s keys starting with `prefix`
-    /// over `found` (what sled holds under that prefix).
-    pub(crate) fn overlay_prefix(&self, tree: &[u8], prefix: &[u8], found: &mut BTreeMap<Vec<u8>, sled::IVec>) {
+    /// Lay the newest values, written at or before LSN `upto`, of tree
+    /// `tree`'s keys starting with `prefix` over `found` (what sled holds
+    /// under that prefix).
+    pub(crate) fn overlay_prefix(
+        &self,
+        tree: &[u8],
+        prefix: &[u8],
+        upto: u64,
+        found: &mut BTreeMap<Vec<u8>, sled::IVec>,
+    ) {
         let Some(held) = self.trees.get(tree) else { return };
         for (key, versions) in held.keys.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
-            match versions.last() {
-                Some((_, Some(value))) => {
-                    found.insert(key.clone(), value.clone());
+            match newest(versions, upto) {
+                Some(Some(value)) => {
+                    found.insert(key.clone(), value);
                 }
-                Some((_, None)) => {
+                Some(None) => {
                     found.remove(key);
                 }
                 None => {}
@@ -168,9 +182,11 @@ mod tests {
         memtable.insert(&tree, 3, &batch(&[("o/1", None), ("t/1", Some("sent"))]));
         memtable.insert(&tree, 4, &batch(&[("m/1", Some("later"))]));
         assert_eq!(memtable.len(), 8);
-        assert_eq!(memtable.get(b"journal", b"m/1").as_ref().map(text), Some(Some("later".into())));
-        assert_eq!(memtable.get(b"journal", b"i/1"), Some(None), "removed");
-        assert_eq!(memtable.get(b"journal", b"x"), None, "not held");
+        assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
+        assert_eq!(memtable.get(b"journal", b"m/1", 2).as_ref().map(text), Some(Some("routed".into())));
+        assert_eq!(memtable.get(b"journal", b"i/1", u64::MAX), Some(None), "removed");
+        assert_eq!(memtable.get(b"journal", b"t/1", 2), None, "written after LSN 2");
+        assert_eq!(memtable.get(b"journal", b"x", u64::MAX), None, "not held");
 
         let due = memtable.due(3);
         assert_eq!(due.len(), 1);
@@ -188,13 +204,15 @@ mod tests {
         );
         memtable.forget(&due, 3);
         assert_eq!(memtable.len(), 1, "only the write after LSN 3 is left");
-        assert_eq!(memtable.get(b"journal", b"m/1").as_ref().map(text), Some(Some("later".into())));
-        assert_eq!(memtable.get(b"journal", b"t/1"), None);
+        assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
+        assert_eq!(memtable.get(b"journal", b"t/1", u64::MAX), None);
 
         let mut found = BTreeMap::new();
         found.insert(b"m/0".to_vec(), sled::IVec::from("old"));
         found.insert(b"m/1".to_vec(), sled::IVec::from("routed"));
-        memtable.overlay_prefix(b"journal", b"m/", &mut found);
+        memtable.overlay_prefix(b"journal", b"m/", 3, &mut found);
+        assert_eq!(found.get(b"m/1".as_slice()).map(|v| v.to_vec()), Some(b"routed".to_vec()), "as of LSN 3");
+        memtable.overlay_prefix(b"journal", b"m/", u64::MAX, &mut found);
         assert_eq!(found.get(b"m/1".as_slice()).map(|v| v.to_vec()), Some(b"later".to_vec()));
         assert_eq!(found.len(), 2);
     }

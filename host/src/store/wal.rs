@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
@@ -231,6 +231,8 @@ struct Shared {
     spare: AtomicBool,
     /// The checkpoint thread has been asked to apply the memtable.
     applying: AtomicBool,
+    /// The LSN of the last durable write: readers see no later one.
+    synced: AtomicU64,
 }
 
 impl Shared {
@@ -246,16 +248,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// How the journal's readers see a tree: the memtable over sled.
+/// How the journal's readers see a tree: the memtable over sled, durable
+/// writes only (or, for the journal's own writes, every write).
 #[derive(Clone)]
 pub(crate) struct View {
     shared: Arc<Shared>,
+    /// Sees writes not yet durable too.
+    everything: bool,
 }
 
 impl View {
+    fn upto(&self) -> u64 {
+        if self.everything { u64::MAX } else { self.shared.synced.load(Ordering::Acquire) }
+    }
+
     /// The newest value of `key` in `tree`.
     pub(crate) fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        if let Some(value) = lock(&self.shared.memtable).get(&tree.name(), key) {
+        if let Some(value) = lock(&self.shared.memtable).get(&tree.name(), key, self.upto()) {
             return Ok(value);
         }
         tree.get(key).map_err(engine)
@@ -273,7 +282,7 @@ impl View {
             let (key, value) = item.map_err(engine)?;
             found.insert(key.to_vec(), value);
         }
-        lock(&self.shared.memtable).overlay_prefix(&tree.name(), prefix, &mut found);
+        lock(&self.shared.memtable).overlay_prefix(&tree.name(), prefix, self.upto(), &mut found);
         Ok(found)
     }
 }
@@ -339,7 +348,7 @@ impl<'a> Txn<'a> {
 
     /// The value of `key` after every earlier write.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.wal.view().get(self.tree, key)
+        View { shared: self.wal.shared.clone(), everything: true }.get(self.tree, key)
     }
 
     /// Log `batch`; it is durable once its group is synced.
@@ -403,7 +412,7 @@ impl Wal {
             remove_segment(path)?;
         }
         let segment = old.last().map_or(1, |(n, _)| n + 1);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared { synced: AtomicU64::new(last_lsn), ..Shared::default() });
         let log = Log {
             dir: dir.to_owned(),
             file: create_segment(dir, segment, false)?,
@@ -418,9 +427,9 @@ impl Wal {
         Ok((wal, log, replayed))
     }
 
-    /// How the journal's readers see its trees.
+    /// How the journal's readers see its trees: what is durable.
     pub(crate) fn view(&self) -> View {
-        View { shared: self.shared.clone() }
+        View { shared: self.shared.clone(), everything: false }
     }
 
     fn append(&mut self, tree: &sled::Tree, batch: Batch) -> Result<(), StoreError> {
@@ -461,6 +470,7 @@ impl Log {
             return Err(StoreError::Engine(reason));
         }
         self.synced = written.iter().map(|w| w.last_lsn).fold(self.synced, u64::max);
+        self.shared.synced.store(self.synced, Ordering::Release);
         if self.written >= self.segment_bytes {
             // The checkpoint thread applies everything up to here, closed
             // segment included, then flushes sled and deletes the segment.
