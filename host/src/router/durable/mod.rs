@@ -184,8 +184,19 @@ impl Durable {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         item.msg.connections[0].hash(&mut hasher);
         let worker = &self.workers[(hasher.finish() % self.workers.len() as u64) as usize];
-        if worker.send(item).is_err() {
-            tracing::error!("the routing workers have stopped; the message stays in the inbox for the next start");
+        if let Err(refused) = worker.send(item) {
+            let item = refused.0;
+            // Whoever waits for it is told the router is gone.
+            lock(&self.waiters).remove(&item.msg.id);
+            match item.seq {
+                Some(_) => tracing::error!(
+                    message_id = %item.msg.id,
+                    "the routing workers have stopped; the message stays in the inbox for the next start"
+                ),
+                None => {
+                    tracing::error!(message_id = %item.msg.id, "the routing workers have stopped; the message is refused")
+                }
+            }
         }
     }
 
