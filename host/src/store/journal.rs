@@ -338,7 +338,12 @@ fn client_key(key: &str) -> Vec<u8> {
 
 /// The record under `key` as a write sees it: after every earlier write.
 fn read<T: serde::de::DeserializeOwned>(txn: &Txn<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
-    txn.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+    decoded(key, txn.get(key)?)
+}
+
+/// The record stored as `value` under `key`, if any.
+fn decoded<T: serde::de::DeserializeOwned>(key: &[u8], value: Option<sled::IVec>) -> Result<Option<T>, StoreError> {
+    value.map(|bytes| decode(key, &bytes)).transpose()
 }
 
 /// The message id under `key`, as a write sees it.
@@ -646,7 +651,7 @@ impl Journal {
 
     /// The record under `key`.
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.committer.view.get(&self.tree, key)?.map(|bytes| decode(key, &bytes)).transpose()
+        decoded(key, self.committer.view.get(&self.tree, key)?)
     }
 
     /// Every key under `prefix`, in order, with its value.

@@ -76,15 +76,7 @@ impl Batch {
 
     /// Write the batch to sled key by key, then its LSN.
     fn apply(&self, tree: &sled::Tree, lsn: u64) -> Result<(), StoreError> {
-        for (key, value) in &self.ops {
-            match value {
-                Some(value) => tree.insert(key.as_slice(), value.as_slice()),
-                None => tree.remove(key.as_slice()),
-            }
-            .map_err(engine)?;
-        }
-        tree.insert(LSN_KEY, &lsn.to_be_bytes()).map_err(engine)?;
-        Ok(())
+        write_through(tree, self.ops.iter().map(|(key, value)| (key.as_slice(), value.as_deref())), lsn)
     }
 
     fn encode(&self, lsn: u64, tree: &[u8], out: &mut Vec<u8>) {
@@ -106,6 +98,24 @@ impl Batch {
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
+}
+
+/// Write `writes` (`None`: remove) to `tree`, then `lsn` as the tree's
+/// LSN: written last, it says the tree holds everything through `lsn`.
+fn write_through<'a>(
+    tree: &sled::Tree,
+    writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    lsn: u64,
+) -> Result<(), StoreError> {
+    for (key, value) in writes {
+        match value {
+            Some(value) => tree.insert(key, value),
+            None => tree.remove(key),
+        }
+        .map_err(engine)?;
+    }
+    tree.insert(LSN_KEY, &lsn.to_be_bytes()).map_err(engine)?;
+    Ok(())
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -292,6 +302,8 @@ impl View {
 pub(crate) struct Wal {
     next_lsn: u64,
     shared: Arc<Shared>,
+    /// What the committer's reads see: every write, durable or not.
+    everything: View,
     pending: Written,
 }
 
@@ -313,8 +325,6 @@ pub(crate) struct Log {
     written: u64,
     /// Close the segment once this much is written ([`SEGMENT_BYTES`]).
     segment_bytes: u64,
-    /// The LSN of the last durable write.
-    synced: u64,
     shared: Arc<Shared>,
     /// Chores for the checkpoint thread.
     chores: mpsc::Sender<Chore>,
@@ -348,7 +358,7 @@ impl<'a> Txn<'a> {
 
     /// The value of `key` after every earlier write.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        View { shared: self.wal.shared.clone(), everything: true }.get(self.tree, key)
+        self.wal.everything.get(self.tree, key)
     }
 
     /// Log `batch`; it is durable once its group is synced.
@@ -419,11 +429,11 @@ impl Wal {
             segment,
             written: 0,
             segment_bytes: SEGMENT_BYTES,
-            synced: last_lsn,
             shared: shared.clone(),
             chores: start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?,
         };
-        let wal = Wal { next_lsn: last_lsn + 1, shared, pending: Written::default() };
+        let everything = View { shared: shared.clone(), everything: true };
+        let wal = Wal { next_lsn: last_lsn + 1, shared, everything, pending: Written::default() };
         Ok((wal, log, replayed))
     }
 
@@ -469,15 +479,15 @@ impl Log {
             *lock(&self.shared.broken) = Some(reason.clone());
             return Err(StoreError::Engine(reason));
         }
-        self.synced = written.iter().map(|w| w.last_lsn).fold(self.synced, u64::max);
-        self.shared.synced.store(self.synced, Ordering::Release);
+        let synced = written.iter().map(|w| w.last_lsn).fold(self.shared.synced.load(Ordering::Acquire), u64::max);
+        self.shared.synced.store(synced, Ordering::Release);
         if self.written >= self.segment_bytes {
             // The checkpoint thread applies everything up to here, closed
             // segment included, then flushes sled and deletes the segment.
             let spare = self.shared.spare.swap(false, Ordering::AcqRel);
             self.file = create_segment(&self.dir, self.segment + 1, spare)?;
             self.shared.applying.store(true, Ordering::Release);
-            let _ = self.chores.send(Chore::Apply(self.synced));
+            let _ = self.chores.send(Chore::Apply(synced));
             let _ = self.chores.send(Chore::Checkpoint(self.segment));
             if spare {
                 let _ = self.chores.send(Chore::Spare);
@@ -487,7 +497,7 @@ impl Log {
         } else if lock(&self.shared.memtable).len() >= APPLY_VERSIONS
             && !self.shared.applying.swap(true, Ordering::AcqRel)
         {
-            let _ = self.chores.send(Chore::Apply(self.synced));
+            let _ = self.chores.send(Chore::Apply(synced));
         }
         Ok(())
     }
@@ -499,14 +509,8 @@ impl Log {
 fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
     let due = lock(&shared.memtable).due(through);
     for part in &due {
-        for (key, value) in &part.writes {
-            match value {
-                Some(value) => part.tree.insert(key.as_slice(), value.clone()),
-                None => part.tree.remove(key.as_slice()),
-            }
-            .map_err(engine)?;
-        }
-        part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
+        let writes = part.writes.iter().map(|(key, value)| (key.as_slice(), value.as_deref()));
+        write_through(&part.tree, writes, through)?;
     }
     lock(&shared.memtable).forget(&due, through);
     Ok(())
@@ -691,7 +695,7 @@ mod tests {
         // Applied while running: sled holds it, with the tree's LSN.
         Txn::new(&db, &tree, &mut wal).apply(batch(&[("m/3", Some("y"))])).expect("apply");
         synced.sync(&[wal.take()]).expect("sync");
-        apply_through(&synced.shared, synced.synced).expect("apply");
+        apply_through(&synced.shared, synced.shared.synced.load(Ordering::Acquire)).expect("apply");
         assert_eq!(value(&tree, "m/3").as_deref(), Some("y"));
         assert_eq!(tree_lsn(&tree).expect("lsn"), 4);
         assert_eq!(lock(&wal.shared.memtable).len(), 0, "applied writes leave the memtable");
