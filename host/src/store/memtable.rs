@@ -157,17 +157,6 @@ impl Memtable {
 mod tests {
     use super::*;
 
-    fn batch(ops: &[(&str, Option<&str>)]) -> Batch {
-        let mut batch = Batch::default();
-        for (key, value) in ops {
-            match value {
-                Some(v) => batch.insert(key.as_bytes(), v.as_bytes()),
-                None => batch.remove(key.as_bytes()),
-            }
-        }
-        batch
-    }
-
     fn text(value: &Option<sled::IVec>) -> Option<String> {
         value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
     }
@@ -177,10 +166,10 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().expect("open");
         let tree = db.open_tree("journal").expect("tree");
         let mut memtable = Memtable::default();
-        memtable.insert(&tree, 1, &batch(&[("m/1", Some("accepted")), ("i/1", Some("1"))]));
-        memtable.insert(&tree, 2, &batch(&[("m/1", Some("routed")), ("i/1", None), ("o/1", Some("t"))]));
-        memtable.insert(&tree, 3, &batch(&[("o/1", None), ("t/1", Some("sent"))]));
-        memtable.insert(&tree, 4, &batch(&[("m/1", Some("later"))]));
+        memtable.insert(&tree, 1, &Batch::of(&[("m/1", Some("accepted")), ("i/1", Some("1"))]));
+        memtable.insert(&tree, 2, &Batch::of(&[("m/1", Some("routed")), ("i/1", None), ("o/1", Some("t"))]));
+        memtable.insert(&tree, 3, &Batch::of(&[("o/1", None), ("t/1", Some("sent"))]));
+        memtable.insert(&tree, 4, &Batch::of(&[("m/1", Some("later"))]));
         assert_eq!(memtable.len(), 8);
         assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
         assert_eq!(memtable.get(b"journal", b"m/1", 2).as_ref().map(text), Some(Some("routed".into())));

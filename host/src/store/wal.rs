@@ -74,6 +74,19 @@ impl Batch {
         &self.ops
     }
 
+    /// A batch of text keys and values (`None`: remove), for tests.
+    #[cfg(test)]
+    pub(crate) fn of(ops: &[(&str, Option<&str>)]) -> Batch {
+        let mut batch = Batch::default();
+        for (key, value) in ops {
+            match value {
+                Some(v) => batch.insert(key.as_bytes(), v.as_bytes()),
+                None => batch.remove(key.as_bytes()),
+            }
+        }
+        batch
+    }
+
     /// Write the batch to sled key by key, then its LSN.
     fn apply(&self, tree: &sled::Tree, lsn: u64) -> Result<(), StoreError> {
         write_through(tree, self.ops.iter().map(|(key, value)| (key.as_slice(), value.as_deref())), lsn)
@@ -607,17 +620,6 @@ fn prepare_spare(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    fn batch(ops: &[(&str, Option<&str>)]) -> Batch {
-        let mut batch = Batch::default();
-        for (key, value) in ops {
-            match value {
-                Some(v) => batch.insert(key.as_bytes(), v.as_bytes()),
-                None => batch.remove(key.as_bytes()),
-            }
-        }
-        batch
-    }
-
     fn value(tree: &sled::Tree, key: &str) -> Option<String> {
         tree.get(key).expect("read").map(|v| String::from_utf8_lossy(&v).into_owned())
     }
@@ -625,9 +627,9 @@ mod tests {
     #[test]
     fn frames_round_trip_and_a_torn_tail_is_dropped() {
         let mut out = Vec::new();
-        batch(&[("a", Some("1")), ("b", None)]).encode(7, b"journal", &mut out);
+        Batch::of(&[("a", Some("1")), ("b", None)]).encode(7, b"journal", &mut out);
         let first = out.len();
-        batch(&[("c", Some(""))]).encode(8, b"tenant:x:journal", &mut out);
+        Batch::of(&[("c", Some(""))]).encode(8, b"tenant:x:journal", &mut out);
         let (found, clean) = records(&out);
         assert!(clean);
         assert_eq!(found.len(), 2);
@@ -659,12 +661,12 @@ mod tests {
         {
             let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
             let tree = db.open_tree("journal").expect("tree");
-            batch(&[("m/1", Some("accepted")), ("i/1", Some("1"))]).apply(&tree, 1).expect("apply");
+            Batch::of(&[("m/1", Some("accepted")), ("i/1", Some("1"))]).apply(&tree, 1).expect("apply");
             db.flush().expect("flush");
             std::fs::create_dir_all(&log).expect("log dir");
             let mut frames = Vec::new();
-            batch(&[("m/1", Some("accepted")), ("i/1", Some("1"))]).encode(1, b"journal", &mut frames);
-            batch(&[("m/1", Some("routed")), ("i/1", None)]).encode(2, b"journal", &mut frames);
+            Batch::of(&[("m/1", Some("accepted")), ("i/1", Some("1"))]).encode(1, b"journal", &mut frames);
+            Batch::of(&[("m/1", Some("routed")), ("i/1", None)]).encode(2, b"journal", &mut frames);
             std::fs::write(segment_path(&log, 3), &frames).expect("write log");
         }
         let db = sled::Config::new().path(dir.path().join("db")).open().expect("reopen");
@@ -677,7 +679,7 @@ mod tests {
         // New writes continue the LSNs, and a later replay of them is a no-op
         // because sled holds them.
         let mut txn = Txn::new(&db, &tree, &mut wal);
-        txn.apply(batch(&[("m/2", Some("x")), ("m/1", None)])).expect("apply");
+        txn.apply(Batch::of(&[("m/2", Some("x")), ("m/1", None)])).expect("apply");
         assert_eq!(txn.get(b"m/2").expect("read").as_deref(), Some(b"x".as_slice()), "later writes see it");
         assert_eq!(txn.get(b"m/1").expect("read"), None);
         let view = wal.view();
@@ -693,7 +695,7 @@ mod tests {
         assert_eq!(value(&tree, "m/1"), None);
         assert_eq!(tree_lsn(&tree).expect("lsn"), 3);
         // Applied while running: sled holds it, with the tree's LSN.
-        Txn::new(&db, &tree, &mut wal).apply(batch(&[("m/3", Some("y"))])).expect("apply");
+        Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[("m/3", Some("y"))])).expect("apply");
         synced.sync(&[wal.take()]).expect("sync");
         apply_through(&synced.shared, synced.shared.synced.load(Ordering::Acquire)).expect("apply");
         assert_eq!(value(&tree, "m/3").as_deref(), Some("y"));
@@ -721,7 +723,7 @@ mod tests {
         let first = synced.segment;
         let long = "v".repeat(200);
         for i in 0..40 {
-            Txn::new(&db, &tree, &mut wal).apply(batch(&[(&format!("m/{i}"), Some(&long))])).expect("apply");
+            Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[(&format!("m/{i}"), Some(&long))])).expect("apply");
             synced.sync(&[wal.take()]).expect("sync");
             if i == 20 {
                 assert_eq!(synced.segment, first + 1, "the log moved on to the next segment");
