@@ -4,13 +4,14 @@
 //!
 //! Every write goes through one committer thread. It runs the writes it has
 //! been handed in order, each producing one atomic batch for the journal's
-//! [write-ahead log](super::wal), and hands them as a group to the sync
-//! thread, which makes the whole group durable with a single `fdatasync`,
-//! applies it to sled and only then answers any of its writes: a *group
-//! commit*. A lone message pays one fsync; a hundred concurrent ones share
-//! one, and the committer runs the next group while one syncs. Because the
-//! committer is the only writer, a write's read-modify-write (a status that
-//! must not move backwards, a deduplication key) needs no further locking.
+//! write-ahead log (the private `store::wal`), and hands them as a group to
+//! the sync thread, which makes the whole group durable with a single
+//! `fdatasync` before answering any of its writes: a *group commit*. Durable
+//! writes reach sled later, in batches (the private `store::memtable`). A
+//! lone message pays one fsync; a hundred concurrent ones share one, and the
+//! committer runs the next group while one syncs. Because the committer is
+//! the only writer, a write's read-modify-write (a status that must not move
+//! backwards, a deduplication key) needs no further locking.
 //!
 //! Keys (one tree per tenant: `journal` for the default tenant,
 //! `tenant:NAME:journal` for the others):

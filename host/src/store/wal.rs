@@ -6,9 +6,10 @@
 //! the messages: 45 KB written and 44 context switches per message. So the
 //! journal does what databases do: every atomic write ([`Batch`]) is
 //! appended to a log file of our own, one `fdatasync` of that file makes a
-//! whole group of writes durable, and only then are they applied to sled,
-//! key by key. sled is flushed only at a *checkpoint*, when a log segment
-//! is full, after which the segment is deleted.
+//! whole group of writes durable, and only after that are they applied to
+//! sled, key by key, a few thousand at a time (see
+//! [`memtable`](super::memtable)). sled is flushed only at a *checkpoint*,
+//! when a log segment is full, after which the segment is deleted.
 //!
 //! Until its group is durable a write is visible only to the journal's
 //! later writes (through [`Txn`]), never to readers of sled: what anyone
@@ -247,8 +248,9 @@ const APPLY_VERSIONS: usize = 8192;
 struct Shared {
     /// Writes not yet applied to sled; everyone reads them first.
     memtable: Mutex<Memtable>,
-    /// Set when a sync failed: what the file holds after that is unknown,
-    /// so the log takes no more writes until the host restarts.
+    /// Set when a sync or an application to sled failed: what the file or
+    /// sled holds after that is unknown, so the log takes no more writes
+    /// until the host restarts (and replays it).
     broken: Mutex<Option<String>>,
     /// The checkpoint thread has a zero-filled [`SPARE`] segment ready.
     spare: AtomicBool,
@@ -264,6 +266,13 @@ impl Shared {
             Some(reason) => Err(StoreError::Engine(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Take no more writes, because of `err`; the error to answer with.
+    fn fail(&self, err: &StoreError) -> StoreError {
+        let reason = format!("{err}; the journal takes no more writes until the host restarts");
+        *lock(&self.broken) = Some(reason.clone());
+        StoreError::Engine(reason)
     }
 }
 
@@ -488,31 +497,47 @@ impl Log {
             self.written += part.frames.len() as u64;
         }
         if let Err(err) = outcome.and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e))) {
-            let reason = format!("{err}; the journal takes no more writes until the host restarts");
-            *lock(&self.shared.broken) = Some(reason.clone());
-            return Err(StoreError::Engine(reason));
+            return Err(self.shared.fail(&err));
         }
         let synced = written.iter().map(|w| w.last_lsn).fold(self.shared.synced.load(Ordering::Acquire), u64::max);
         self.shared.synced.store(synced, Ordering::Release);
         if self.written >= self.segment_bytes {
-            // The checkpoint thread applies everything up to here, closed
-            // segment included, then flushes sled and deletes the segment.
-            let spare = self.shared.spare.swap(false, Ordering::AcqRel);
-            self.file = create_segment(&self.dir, self.segment + 1, spare)?;
-            self.shared.applying.store(true, Ordering::Release);
-            let _ = self.chores.send(Chore::Apply(synced));
-            let _ = self.chores.send(Chore::Checkpoint(self.segment));
-            if spare {
-                let _ = self.chores.send(Chore::Spare);
-            }
-            self.segment += 1;
-            self.written = 0;
+            self.close_segment(synced);
         } else if lock(&self.shared.memtable).len() >= APPLY_VERSIONS
             && !self.shared.applying.swap(true, Ordering::AcqRel)
         {
             let _ = self.chores.send(Chore::Apply(synced));
         }
         Ok(())
+    }
+}
+
+impl Log {
+    /// Go on in a new segment; the checkpoint thread applies everything
+    /// through `synced`, closed segment included, then flushes sled and
+    /// deletes the segment. The group is durable whatever happens here: if
+    /// the next segment cannot be made, this one keeps growing.
+    fn close_segment(&mut self, synced: u64) {
+        let spare = self.shared.spare.swap(false, Ordering::AcqRel);
+        let file = match create_segment(&self.dir, self.segment + 1, spare) {
+            Ok(file) => file,
+            Err(err) => {
+                tracing::error!(%err, "cannot start the next log segment; the current one goes on");
+                if spare {
+                    let _ = self.chores.send(Chore::Spare);
+                }
+                return;
+            }
+        };
+        self.file = file;
+        self.shared.applying.store(true, Ordering::Release);
+        let _ = self.chores.send(Chore::Apply(synced));
+        let _ = self.chores.send(Chore::Checkpoint(self.segment));
+        if spare {
+            let _ = self.chores.send(Chore::Spare);
+        }
+        self.segment += 1;
+        self.written = 0;
     }
 }
 
@@ -560,9 +585,8 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
                 match chore {
                     Chore::Apply(through) => {
                         if let Err(err) = apply_through(&shared, through) {
-                            tracing::error!(%err, "cannot apply the journal to sled; it takes no more writes");
-                            *lock(&shared.broken) =
-                                Some(format!("{err}; the journal takes no more writes until the host restarts"));
+                            let err = shared.fail(&err);
+                            tracing::error!(%err, "cannot apply the journal to sled");
                         }
                         shared.applying.store(false, Ordering::Release);
                     }

@@ -436,10 +436,10 @@ impl Router {
     ) {
         let Some(durable) = self.durable() else { return };
         let waiter = lock(&durable.waiters).remove(&msg.id);
+        msg.sent = sent;
         let answer = match stored {
             Ok(queued) => {
                 durable.enqueue_outgoing(queued);
-                msg.sent = sent;
                 Ok(msg)
             }
             Err(err) if inboxed => {
@@ -448,7 +448,6 @@ impl Router {
                     %err,
                     "cannot store the routing outcome; the message stays in the inbox and is routed again at the next start"
                 );
-                msg.sent = sent;
                 Ok(msg)
             }
             Err(err) => {
