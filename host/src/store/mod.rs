@@ -7,10 +7,12 @@
 //! [`plugins`](crate::plugins), which namespace every key by plugin.
 
 pub mod conformance;
+mod hot;
 pub mod journal;
 mod memtable;
 mod sled_store;
 mod wal;
+mod write_behind;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::hot::RecordCache;
 use super::journal::{Committer, Journal};
+use super::write_behind::WriteBehind;
 
 use super::{BackendRecord, ConnectionRecord, Store, StoreError, check_name, now_ms};
 use crate::messages::{Connection, Contact, generate_id};
@@ -13,16 +15,27 @@ use crate::messages::{Connection, Contact, generate_id};
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
-    /// The journals' write-ahead log directory (`wal` in the database's).
-    log: PathBuf,
+    /// What every tenant's store of this database shares.
+    shared: Arc<PerDatabase>,
     /// Prefix of this tenant's tree names (empty for the default tenant).
     prefix: String,
-    /// The journals' committer, started by the first journal opened.
-    committer: Arc<Mutex<Option<Committer>>>,
     backends: sled::Tree,
     connections: sled::Tree,
     contacts: sled::Tree,
     plugin_data: sled::Tree,
+}
+
+/// One per database, shared by every tenant's store.
+struct PerDatabase {
+    /// The journals' write-ahead log directory (`wal` in the database's).
+    log: PathBuf,
+    /// The journals' committer, started by the first journal opened.
+    committer: Mutex<Option<Committer>>,
+    /// The writer of plugin data.
+    behind: WriteBehind,
+    /// Connections and backends, decoded.
+    hot_connections: RecordCache<ConnectionRecord>,
+    hot_backends: RecordCache<BackendRecord>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -69,15 +82,17 @@ impl SledStore {
             }
             other => StoreError::Engine(format!("cannot open {}: {other}", path.display())),
         })?;
-        Self::with_prefix(db, path.join("wal"), String::new(), Arc::default())
+        let shared = PerDatabase {
+            log: path.join("wal"),
+            committer: Mutex::default(),
+            behind: WriteBehind::start()?,
+            hot_connections: RecordCache::default(),
+            hot_backends: RecordCache::default(),
+        };
+        Self::with_prefix(db, Arc::new(shared), String::new())
     }
 
-    fn with_prefix(
-        db: sled::Db,
-        log: PathBuf,
-        prefix: String,
-        committer: Arc<Mutex<Option<Committer>>>,
-    ) -> Result<Self, StoreError> {
+    fn with_prefix(db: sled::Db, shared: Arc<PerDatabase>, prefix: String) -> Result<Self, StoreError> {
         let tree = |name: &str| db.open_tree(format!("{prefix}{name}")).map_err(engine);
         Ok(SledStore {
             backends: tree("backends")?,
@@ -85,9 +100,8 @@ impl SledStore {
             contacts: tree("contacts")?,
             plugin_data: tree("plugin-data")?,
             db,
-            log,
+            shared,
             prefix,
-            committer,
         })
     }
 
@@ -99,17 +113,17 @@ impl SledStore {
             return Ok(self.clone());
         }
         check_name("tenant name", name)?;
-        Self::with_prefix(self.db.clone(), self.log.clone(), format!("tenant:{name}:"), self.committer.clone())
+        Self::with_prefix(self.db.clone(), self.shared.clone(), format!("tenant:{name}:"))
     }
 
     /// This tenant's durable router journal. Every journal of the database
     /// shares one committer thread, so one fsync serves all tenants.
     pub fn journal(&self) -> Result<Journal, StoreError> {
         let committer = {
-            let mut slot = self.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slot = self.shared.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match &*slot {
                 Some(committer) => committer.clone(),
-                None => slot.insert(Committer::start(&self.db, &self.log)?).clone(),
+                None => slot.insert(Committer::start(&self.db, &self.shared.log)?).clone(),
             }
         };
         Journal::open(&self.db, &format!("{}journal", self.prefix), committer)
@@ -135,17 +149,28 @@ impl SledStore {
     }
 
     fn get_or_create_connection(&self, connection: &Connection, now: u64) -> Result<ConnectionRecord, StoreError> {
-        let record =
-            ConnectionRecord { connection: connection.clone(), contact_id: None, created_on: now, modified_on: now };
-        self.get_or_insert(&self.connections, &pair_key(&connection.backend, &connection.identity), record)
+        let key = pair_key(&connection.backend, &connection.identity);
+        let found = self.shared.hot_connections.get_or_load(&self.connections, &key, || {
+            let record = ConnectionRecord {
+                connection: connection.clone(),
+                contact_id: None,
+                created_on: now,
+                modified_on: now,
+            };
+            self.get_or_insert(&self.connections, &key, record).map(Some)
+        })?;
+        found.ok_or_else(|| StoreError::Engine("a connection vanished while it was being created".into()))
     }
 }
 
 impl Store for SledStore {
     fn ensure_backend(&self, name: &str) -> Result<BackendRecord, StoreError> {
         check_name("backend name", name)?;
-        let record = BackendRecord { name: name.to_owned(), created_on: now_ms() };
-        self.get_or_insert(&self.backends, name.as_bytes(), record)
+        let found = self.shared.hot_backends.get_or_load(&self.backends, name.as_bytes(), || {
+            let record = BackendRecord { name: name.to_owned(), created_on: now_ms() };
+            self.get_or_insert(&self.backends, name.as_bytes(), record).map(Some)
+        })?;
+        found.ok_or_else(|| StoreError::Engine("a backend vanished while it was being created".into()))
     }
 
     fn backends(&self) -> Result<Vec<BackendRecord>, StoreError> {
@@ -173,10 +198,12 @@ impl Store for SledStore {
 
     fn connection(&self, connection: &Connection) -> Result<Option<ConnectionRecord>, StoreError> {
         let key = pair_key(&connection.backend, &connection.identity);
-        match self.connections.get(&key).map_err(engine)? {
-            Some(bytes) => decode(&key, &bytes).map(Some),
-            None => Ok(None),
-        }
+        self.shared.hot_connections.get_or_load(&self.connections, &key, || {
+            match self.connections.get(&key).map_err(engine)? {
+                Some(bytes) => decode(&key, &bytes).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn create_contact(&self, name: &str, language: &str) -> Result<Contact, StoreError> {
@@ -211,27 +238,26 @@ impl Store for SledStore {
             self.lookup_connections(&connection.backend, std::slice::from_ref(&connection.identity))?.remove(0);
         record.contact_id = contact_id.map(str::to_owned);
         record.modified_on = now_ms();
-        self.connections
-            .insert(pair_key(&connection.backend, &connection.identity), encode(&record)?)
-            .map_err(engine)?;
-        Ok(record)
+        let key = pair_key(&connection.backend, &connection.identity);
+        self.shared.hot_connections.write(&self.connections, &key, || {
+            self.connections.insert(key.as_slice(), encode(&record)?).map_err(engine)?;
+            Ok(record)
+        })
     }
 
     fn plugin_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_name("plugin key", key)?;
-        Ok(self.plugin_data.get(pair_key(plugin, key)).map_err(engine)?.map(|v| v.to_vec()))
+        Ok(self.shared.behind.get(&self.plugin_data, &pair_key(plugin, key))?.map(|v| v.to_vec()))
     }
 
     fn plugin_set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         check_name("plugin key", key)?;
-        self.plugin_data.insert(pair_key(plugin, key), value).map_err(engine)?;
-        Ok(())
+        self.shared.behind.put(&self.plugin_data, pair_key(plugin, key).into(), Some(value.into()))
     }
 
     fn plugin_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
         check_name("plugin key", key)?;
-        self.plugin_data.remove(pair_key(plugin, key)).map_err(engine)?;
-        Ok(())
+        self.shared.behind.put(&self.plugin_data, pair_key(plugin, key).into(), None)
     }
 
     fn plugin_scan(
@@ -252,24 +278,15 @@ impl Store for SledStore {
             }
             None => full_prefix.clone(),
         };
-        let mut entries = Vec::new();
-        for item in self.plugin_data.range(start..) {
-            if entries.len() >= limit {
-                break;
-            }
-            let (key, value) = item.map_err(engine)?;
-            if !key.starts_with(&full_prefix) {
-                break;
-            }
-            let name = String::from_utf8_lossy(&key[namespace_len..]).into_owned();
-            entries.push((name, value.to_vec()));
-        }
-        Ok(entries)
+        let entries = self.shared.behind.scan(&self.plugin_data, &start, &full_prefix, limit)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, value)| (String::from_utf8_lossy(&key[namespace_len..]).into_owned(), value.to_vec()))
+            .collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(engine)?;
-        Ok(())
+        self.shared.behind.flush(&self.db)
     }
 }
 

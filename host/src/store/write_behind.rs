@@ -1,0 +1,387 @@
+//! Plugin data written behind: a plugin's `storage::set` or `delete`
+//! returns once the write is held in memory, and one writer thread applies
+//! what is held to sled while plugins go on.
+//!
+//! Plugins write at the right edge of a sled tree (the message log keys its
+//! entries by time), and sled copies a node on every write and its parent on
+//! every split. Routing threads writing there side by side kept retrying
+//! each other's copies: the writes of plugin data took half of the CPU of
+//! the in-process router. One writer applying them in key order does not
+//! collide with itself.
+//!
+//! - **Reads** look at the held writes first, then at sled. A write leaves
+//!   memory only after sled has it, so a read never goes back in time: a
+//!   plugin always reads what it wrote.
+//! - **Rounds.** The writer takes everything held (each key once, at its
+//!   latest value) and applies it key by key. After a crash, each key holds
+//!   a value it had; the writes of the round in flight may be applied in
+//!   part, as writes straight to sled could be.
+//! - **Bounded.** At most [`MAX_HELD`] keys are held; a plugin that writes
+//!   beyond waits for the writer to take them.
+//! - **Failure.** If sled refuses a round, every later read or write of
+//!   plugin data gets that error, as the data in memory and in sled no
+//!   longer agree. A restart reopens sled.
+//! - **Durability** is sled's, as before: [`WriteBehind::flush`] applies
+//!   what is held and then flushes sled; otherwise sled writes to disk every
+//!   500 ms.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use sled::IVec;
+
+use super::StoreError;
+
+/// Most keys held in memory at once, across every tree.
+pub(crate) const MAX_HELD: usize = 65_536;
+
+/// A tree's writes by key: the value, or `None` for removed.
+type Writes = BTreeMap<IVec, Option<IVec>>;
+
+/// One tree's writes not yet in sled.
+struct TreeWrites {
+    tree: sled::Tree,
+    /// Writes not yet taken by the writer.
+    held: Writes,
+    /// Writes the writer is applying now.
+    applying: Arc<Writes>,
+}
+
+impl TreeWrites {
+    /// The newest write of `key` held or being applied.
+    fn get(&self, key: &[u8]) -> Option<&Option<IVec>> {
+        self.held.get(key).or_else(|| self.applying.get(key))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// By tree name.
+    trees: HashMap<IVec, TreeWrites>,
+    /// Keys held, over every tree.
+    held: usize,
+    /// Rounds the writer has taken, and applied.
+    taken: u64,
+    applied: u64,
+    /// Why sled refused a round, once it has.
+    failed: Option<String>,
+    stopping: bool,
+    /// Tests hold the writer back to see writes while they are held.
+    paused: bool,
+}
+
+impl State {
+    fn check(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(why) => Err(StoreError::Engine(format!("plugin data could not be written to sled: {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is something to take, or the writer must stop.
+    work: Condvar,
+    /// Signalled when the writer has taken or applied a round.
+    progress: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The writer of one sled database's plugin data, and the writes it holds.
+/// Dropping it applies what is held and stops the writer.
+pub(crate) struct WriteBehind {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl WriteBehind {
+    /// Start the writer thread.
+    pub(crate) fn start() -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared { state: Mutex::default(), work: Condvar::new(), progress: Condvar::new() });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("plugin-data".into())
+                .spawn(move || write(&shared))
+                .map_err(|e| StoreError::Engine(format!("cannot start the plugin data writer: {e}")))?
+        };
+        Ok(WriteBehind { shared, writer: Some(writer) })
+    }
+
+    /// Hold `value` (`None`: remove) for `key` of `tree`.
+    pub(crate) fn put(&self, tree: &sled::Tree, key: IVec, value: Option<IVec>) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        while state.held >= MAX_HELD && state.failed.is_none() {
+            state = self.shared.progress.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.check()?;
+        let writes = state.trees.entry(tree.name()).or_insert_with(|| TreeWrites {
+            tree: tree.clone(),
+            held: Writes::new(),
+            applying: Arc::default(),
+        });
+        if writes.held.insert(key, value).is_none() {
+            state.held += 1;
+            if state.held == 1 {
+                self.shared.work.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// `key` of `tree`: from the writes held, or else from sled.
+    pub(crate) fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        {
+            let state = self.shared.lock();
+            state.check()?;
+            if let Some(value) = state.trees.get(&tree.name()).and_then(|w| w.get(key)) {
+                return Ok(value.clone());
+            }
+        }
+        tree.get(key).map_err(super::sled_store::engine)
+    }
+
+    /// Up to `limit` entries of `tree` from key `start` on whose keys
+    /// start with `prefix`, in key order: the writes held laid over sled.
+    pub(crate) fn scan(
+        &self,
+        tree: &sled::Tree,
+        start: &[u8],
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(IVec, IVec)>, StoreError> {
+        // The held writes up to the `limit`-th live one: no key after it
+        // can be in the answer, whether it is held or in sled.
+        let mut held: Vec<(IVec, Option<IVec>)> = Vec::new();
+        {
+            let state = self.shared.lock();
+            state.check()?;
+            if let Some(writes) = state.trees.get(&tree.name()) {
+                let newer = writes.held.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
+                let older = writes.applying.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
+                let mut live = 0;
+                for (key, value) in merge_by_key(newer, older).take_while(|(k, _)| k.starts_with(prefix)) {
+                    live += usize::from(value.is_some());
+                    held.push((key.clone(), value.clone()));
+                    if live == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut held = held.into_iter().peekable();
+        let mut found = Vec::new();
+        let mut stored = tree.range::<&[u8], _>(start..);
+        let mut next_stored = || -> Result<Option<(IVec, IVec)>, StoreError> {
+            match stored.next().transpose().map_err(super::sled_store::engine)? {
+                Some((key, value)) if key.starts_with(prefix) => Ok(Some((key, value))),
+                _ => Ok(None),
+            }
+        };
+        let mut from_sled = next_stored()?;
+        while found.len() < limit {
+            let take_held = match (held.peek(), &from_sled) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((h, _)), Some((s, _))) => h <= s,
+            };
+            if take_held {
+                let Some((key, value)) = held.next() else { break };
+                if from_sled.as_ref().is_some_and(|(s, _)| *s == key) {
+                    from_sled = next_stored()?;
+                }
+                if let Some(value) = value {
+                    found.push((key, value));
+                }
+            } else if let Some(entry) = from_sled.take() {
+                found.push(entry);
+                from_sled = next_stored()?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Apply every write held now to sled, then flush sled to disk.
+    pub(crate) fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        {
+            let mut state = self.shared.lock();
+            let target = state.taken + u64::from(state.held > 0);
+            while state.applied < target && state.failed.is_none() {
+                state = self.shared.progress.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            state.check()?;
+        }
+        db.flush().map_err(super::sled_store::engine)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl WriteBehind {
+    /// Hold the writer back (`true`) or let it go on.
+    fn pause(&self, paused: bool) {
+        self.shared.lock().paused = paused;
+        self.shared.work.notify_one();
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the plugin data writer panicked; writes it held are lost");
+        }
+    }
+}
+
+/// Entries of two key-ordered iterators in key order; on equal keys, only
+/// `newer`'s.
+fn merge_by_key<'a>(
+    newer: impl Iterator<Item = (&'a IVec, &'a Option<IVec>)>,
+    older: impl Iterator<Item = (&'a IVec, &'a Option<IVec>)>,
+) -> impl Iterator<Item = (&'a IVec, &'a Option<IVec>)> {
+    let mut newer = newer.peekable();
+    let mut older = older.peekable();
+    std::iter::from_fn(move || match (newer.peek(), older.peek()) {
+        (Some((n, _)), Some((o, _))) if o < n => older.next(),
+        (Some((n, _)), Some((o, _))) if o == n => {
+            older.next();
+            newer.next()
+        }
+        (Some(_), _) => newer.next(),
+        (None, _) => older.next(),
+    })
+}
+
+/// The writer thread: take what is held, apply it, until told to stop with
+/// nothing held.
+fn write(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        while (state.held == 0 || state.paused) && !state.stopping {
+            state = shared.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.held == 0 {
+            return;
+        }
+        let mut round = Vec::new();
+        for writes in state.trees.values_mut() {
+            if !writes.held.is_empty() {
+                writes.applying = Arc::new(std::mem::take(&mut writes.held));
+                round.push((writes.tree.clone(), writes.applying.clone()));
+            }
+        }
+        state.held = 0;
+        state.taken += 1;
+        shared.progress.notify_all();
+        drop(state);
+
+        // Key by key: an atomic `apply_batch` would write sled's log
+        // buffer out twice per round and stop every other sled reader and
+        // writer while it runs.
+        let result = round.iter().try_for_each(|(tree, writes)| {
+            writes.iter().try_for_each(|(key, value)| match value {
+                Some(value) => tree.insert(key, value.clone()).map(drop),
+                None => tree.remove(key).map(drop),
+            })
+        });
+
+        state = shared.lock();
+        for (tree, _) in &round {
+            if let Some(writes) = state.trees.get_mut(&tree.name()) {
+                writes.applying = Arc::default();
+            }
+        }
+        if let Err(err) = result {
+            tracing::error!(%err, "sled refused plugin data; plugin storage is unavailable until a restart");
+            state.failed = Some(err.to_string());
+        }
+        state.applied += 1;
+        shared.progress.notify_all();
+        if state.failed.is_some() && state.stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, sled::Db, sled::Tree) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path()).open().expect("open sled");
+        let tree = db.open_tree("t").expect("tree");
+        (dir, db, tree)
+    }
+
+    fn keys(entries: &[(IVec, IVec)]) -> Vec<String> {
+        entries.iter().map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))).collect()
+    }
+
+    #[test]
+    fn reads_see_held_writes_over_sled_and_flush_applies_them() {
+        let (_dir, db, tree) = open();
+        tree.insert("p/a", "old").expect("insert");
+        tree.insert("p/b", "gone soon").expect("insert");
+        tree.insert("p/d", "sled's").expect("insert");
+        tree.insert("q/a", "other prefix").expect("insert");
+        let behind = WriteBehind::start().expect("start");
+        behind.pause(true);
+        behind.put(&tree, IVec::from("p/a"), Some(IVec::from("new"))).expect("put");
+        behind.put(&tree, IVec::from("p/b"), None).expect("put");
+        behind.put(&tree, IVec::from("p/c"), Some(IVec::from("held"))).expect("put");
+
+        assert_eq!(behind.get(&tree, b"p/a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(behind.get(&tree, b"p/b").expect("get"), None);
+        let all = behind.scan(&tree, b"p/", b"p/", 10).expect("scan");
+        assert_eq!(keys(&all), ["p/a=new", "p/c=held", "p/d=sled's"]);
+        let two = behind.scan(&tree, b"p/", b"p/", 2).expect("scan");
+        assert_eq!(keys(&two), ["p/a=new", "p/c=held"]);
+        let after_a = behind.scan(&tree, b"p/a\0", b"p/", 10).expect("scan");
+        assert_eq!(keys(&after_a), ["p/c=held", "p/d=sled's"]);
+
+        assert_eq!(tree.get("p/a").expect("get").as_deref(), Some(&b"old"[..]), "still held");
+        behind.pause(false);
+        behind.flush(&db).expect("flush");
+        assert_eq!(tree.get("p/a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(tree.get("p/b").expect("get"), None);
+        assert_eq!(tree.get("p/c").expect("get").as_deref(), Some(&b"held"[..]));
+        assert_eq!(keys(&behind.scan(&tree, b"p/", b"p/", 10).expect("scan")), keys(&all));
+    }
+
+    #[test]
+    fn dropping_applies_what_is_held_and_many_writers_lose_nothing() {
+        let (_dir, _db, tree) = open();
+        let behind = Arc::new(WriteBehind::start().expect("start"));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (behind, tree) = (behind.clone(), tree.clone());
+                std::thread::spawn(move || {
+                    for i in 0..(MAX_HELD / 2) {
+                        let key = IVec::from(format!("k/{t}/{i:06}").as_bytes());
+                        behind.put(&tree, key.clone(), Some(key)).expect("put");
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("writer thread");
+        }
+        drop(Arc::into_inner(behind).expect("one owner left"));
+        assert_eq!(tree.len(), 4 * (MAX_HELD / 2), "every write reached sled");
+        assert_eq!(tree.get("k/3/000007").expect("get").as_deref(), Some(&b"k/3/000007"[..]));
+    }
+}
