@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{median, number_arg, percentile};
+use common::{median, number_arg, percentile, settle};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 
@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         for task in tasks {
             latencies.extend(task.await??);
         }
+        settle(host.store()).await?;
         let elapsed = start.elapsed().as_secs_f64();
         anyhow::ensure!(
             delivered.load(Ordering::Relaxed) - before == latencies.len(),

@@ -12,7 +12,8 @@
 //!
 //! With `--durable` the router is the durable one: every message and its
 //! response are committed to the journal (fsync, grouped), and a run's time
-//! includes sending everything it queued.
+//! includes sending everything it queued. Either way a run's time includes
+//! applying the plugins' storage writes to sled (they are written behind).
 //!
 //! `APPS.toml` holds `[[apps]]` tables that replace the default app list
 //! (`echo` alone); messages are "echo N" and must be answered with "N".
@@ -24,7 +25,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{median, number_arg, percentile};
+use common::{median, number_arg, percentile, settle};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
@@ -95,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!(msg.sent.len() == 1 && msg.sent[0].text == i.to_string(), "echo {i} was not answered");
         }
         anyhow::ensure!(router.drain(DRAIN).await == (0, 0), "the durable router did not drain");
+        settle(host.store()).await?;
         sequential.push(start.elapsed().as_secs_f64() * 1e6 / messages as f64);
         latencies.sort_by(f64::total_cmp);
         p50.push(percentile(&latencies, 50));
@@ -117,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             handle.await??;
         }
         anyhow::ensure!(router.drain(DRAIN).await == (0, 0), "the durable router did not drain");
+        settle(host.store()).await?;
         let peak = (messages / tasks * tasks) as f64 / start.elapsed().as_secs_f64();
         concurrent.push(peak);
         if let (Some(before), Some(after)) = (before, router.journal().map(|j| j.stats())) {

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{median, number_arg, percentile};
+use common::{median, number_arg, percentile, settle};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             for handle in handles {
                 latencies.extend(handle.await??);
             }
+            settle(host.store()).await?;
             rates.push((messages / SENDERS * SENDERS) as f64 / start.elapsed().as_secs_f64());
             latencies.sort_by(f64::total_cmp);
             p99s.push(percentile(&latencies, 99));

@@ -20,3 +20,12 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub fn percentile(sorted: &[f64], percent: usize) -> f64 {
     sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
 }
+
+#[allow(dead_code)] // not every benchmark times plugin storage
+/// Wait until the store has applied every write it holds in memory
+/// (plugin data is written behind), so that a timed window includes it.
+pub async fn settle(store: &std::sync::Arc<dyn rapidwasm::store::Store>) -> anyhow::Result<()> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.settle()).await??;
+    Ok(())
+}

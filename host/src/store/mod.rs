@@ -129,6 +129,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Wait until every write accepted so far is in the underlying engine,
+    /// readable by anyone, though not necessarily on disk. A store that
+    /// writes through has nothing to wait for. (Benchmarks call it so that
+    /// their figures include work a store does behind its writers.)
+    fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -288,6 +288,10 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.shared.behind.flush(&self.db)
     }
+
+    fn settle(&self) -> Result<(), StoreError> {
+        self.shared.behind.settle()
+    }
 }
 
 #[cfg(test)]
@@ -334,10 +338,13 @@ mod tests {
             let records = store.lookup_connections("sms", &["1".into()]).expect("lookup");
             store.plugin_set("p", "k", b"v").expect("set");
             store.flush().expect("flush");
+            // Held in memory when the store is dropped: applied on the way out.
+            store.plugin_set("p", "unflushed", b"w").expect("set");
             records
         };
         let store = SledStore::open(dir.path()).expect("reopen");
         assert_eq!(store.lookup_connections("sms", &["1".into()]).expect("lookup"), before);
         assert_eq!(store.plugin_get("p", "k").expect("get").as_deref(), Some(&b"v"[..]));
+        assert_eq!(store.plugin_get("p", "unflushed").expect("get").as_deref(), Some(&b"w"[..]));
     }
 }

@@ -210,16 +210,20 @@ impl WriteBehind {
         Ok(found)
     }
 
+    /// Wait until every write held now is in sled (not necessarily on
+    /// disk).
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+        let mut state = self.shared.lock();
+        let target = state.taken + u64::from(state.held > 0);
+        while state.applied < target && state.failed.is_none() {
+            state = self.shared.progress.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.check()
+    }
+
     /// Apply every write held now to sled, then flush sled to disk.
     pub(crate) fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
-        {
-            let mut state = self.shared.lock();
-            let target = state.taken + u64::from(state.held > 0);
-            while state.applied < target && state.failed.is_none() {
-                state = self.shared.progress.wait(state).unwrap_or_else(PoisonError::into_inner);
-            }
-            state.check()?;
-        }
+        self.settle()?;
         db.flush().map_err(super::sled_store::engine)?;
         Ok(())
     }
