@@ -63,6 +63,25 @@ impl<T: Clone> RecordCache<T> {
         Ok(loaded)
     }
 
+    /// The record under `key` of `tree`: from memory, or else from
+    /// `create` (which reads it from sled, or writes it there if it is
+    /// missing), and kept.
+    pub(crate) fn get_or_create(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        create: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let full = cache_key(tree, key);
+        let mut records = self.lock();
+        if let Some(record) = records.get(&full) {
+            return Ok(record.clone());
+        }
+        let record = create()?;
+        keep(&mut records, full, record.clone());
+        Ok(record)
+    }
+
     /// Write the record under `key` of `tree` with `write` (which returns
     /// what sled holds afterwards), and keep that.
     pub(crate) fn write(
@@ -111,6 +130,11 @@ mod tests {
         assert_eq!(loads, 1, "a record is loaded once");
         assert_eq!(cache.get_or_load(&b, b"k", || Ok(None)).expect("load"), None, "trees are apart");
         assert_eq!(cache.get_or_load(&b, b"k", || Ok(Some("b's".to_owned()))).expect("load").as_deref(), Some("b's"));
+
+        let created = cache.get_or_create(&b, b"new", || Ok("created".to_owned())).expect("create");
+        assert_eq!(created, "created");
+        let again = cache.get_or_create(&b, b"new", || panic!("created twice")).expect("cached");
+        assert_eq!(again, "created", "a created record is kept");
 
         cache.write(&a, b"k", || Ok("written".to_owned())).expect("write");
         assert_eq!(cache.get_or_load(&a, b"k", || Ok(None)).expect("cached").as_deref(), Some("written"));

@@ -150,27 +150,25 @@ impl SledStore {
 
     fn get_or_create_connection(&self, connection: &Connection, now: u64) -> Result<ConnectionRecord, StoreError> {
         let key = pair_key(&connection.backend, &connection.identity);
-        let found = self.shared.hot_connections.get_or_load(&self.connections, &key, || {
+        self.shared.hot_connections.get_or_create(&self.connections, &key, || {
             let record = ConnectionRecord {
                 connection: connection.clone(),
                 contact_id: None,
                 created_on: now,
                 modified_on: now,
             };
-            self.get_or_insert(&self.connections, &key, record).map(Some)
-        })?;
-        found.ok_or_else(|| StoreError::Engine("a connection vanished while it was being created".into()))
+            self.get_or_insert(&self.connections, &key, record)
+        })
     }
 }
 
 impl Store for SledStore {
     fn ensure_backend(&self, name: &str) -> Result<BackendRecord, StoreError> {
         check_name("backend name", name)?;
-        let found = self.shared.hot_backends.get_or_load(&self.backends, name.as_bytes(), || {
+        self.shared.hot_backends.get_or_create(&self.backends, name.as_bytes(), || {
             let record = BackendRecord { name: name.to_owned(), created_on: now_ms() };
-            self.get_or_insert(&self.backends, name.as_bytes(), record).map(Some)
-        })?;
-        found.ok_or_else(|| StoreError::Engine("a backend vanished while it was being created".into()))
+            self.get_or_insert(&self.backends, name.as_bytes(), record)
+        })
     }
 
     fn backends(&self) -> Result<Vec<BackendRecord>, StoreError> {
