@@ -1,7 +1,8 @@
-//! The HTTP backends (kannel, vumi, http, twilio, tester) as real
+//! The HTTP backends (kannel, vumi, http, twilio, tester, memory) as real
 //! components: inbound requests in each provider's format over real HTTP,
 //! outbound requests checked at a real listener on loopback.
 
+use rapidwasm::messages::{Connection, Fields};
 use rapidwasm::router::RouterEvent;
 use rapidwasm_tests::gateway::{Gateway, form_pairs, query_pairs, value};
 use rapidwasm_tests::{Served, TestHost, app, backend, twilio_signature};
@@ -413,6 +414,34 @@ async fn tester_keeps_both_sides_of_a_conversation() {
     let list: Vec<serde_json::Value> =
         client.get(format!("{url}?identity=5551234")).send().await.expect("request").json().await.expect("JSON");
     assert!(list.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_keeps_the_last_sends_in_memory_and_writes_nothing() {
+    let mem = format!("{}max_instances = 1\n", backend("mem", "memory", &[], "keep = \"2\""));
+    let (t, s) = host(&mem).await;
+    for text in ["one", "two", "three"] {
+        let msg = t.host.router().receive(format!("echo {text}"), Connection::new("mem", "555"), Fields::new()).await;
+        assert_eq!(msg.expect("routed").sent.len(), 1);
+    }
+    let url = format!("{}/backends/mem/messages", s.base);
+    let (status, body) = get(&url).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(seen["sent"], 3);
+    let kept: Vec<(&str, &str)> = seen["kept"]
+        .as_array()
+        .expect("kept")
+        .iter()
+        .map(|m| (m["identities"][0].as_str().unwrap_or(""), m["text"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(kept, [("555", "two"), ("555", "three")]);
+    assert!(t.host.store().plugin_scan("mem", "", None, 10).expect("scan").is_empty());
+
+    let (status, _) = post(&url, "application/json", "{}").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let refused = TestHost::start(&backend("mem", "memory", &[], "keep = \"lots\"")).await.err().expect("refused");
+    assert!(format!("{refused:#}").contains("keep must be a whole number, not \"lots\""), "{refused:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,10 @@
 //! Routing throughput through real components: each message passes the
-//! `echo` app and its response the `console` backend (which stores it in
-//! sled).
+//! apps and its response a backend: `memory` (keeps it in the instance's
+//! memory; the issue's "in-memory backend") unless `--backend console`
+//! (stores each reply in sled) or another built-in backend is named.
 //!
 //! ```sh
-//! cargo run --release -p rapidwasm --example receive_bench -- [--durable] [--senders N] [MESSAGES] [RUNS] [APPS.toml]
+//! cargo run --release -p rapidwasm --example receive_bench -- [--durable] [--senders N] [--backend NAME] [MESSAGES] [RUNS] [APPS.toml]
 //! ```
 //!
 //! Prints the median over RUNS of: microseconds per message routed one at a
@@ -25,7 +26,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{median, number_arg, percentile, settle};
+use common::{median, number_arg, percentile, settle, take_flag, take_option};
 use rapidwasm::Host;
 use rapidwasm::config::Config;
 use rapidwasm::messages::{Connection, Fields};
@@ -39,23 +40,13 @@ plugin = "builtin:echo"
 /// How long a run may take to send what it queued (durable router).
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
-const BACKENDS: &str = r#"
-[backends.console]
-plugin = "builtin:console"
-"#;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let all: Vec<String> = std::env::args().skip(1).collect();
-    let durable = all.iter().any(|a| a == "--durable");
-    let senders = match all.iter().position(|a| a == "--senders") {
-        Some(at) => all.get(at + 1).ok_or_else(|| anyhow::anyhow!("--senders needs a number"))?.parse()?,
-        None => 64,
-    };
-    let mut args = all.iter().enumerate().filter_map(|(i, a)| {
-        let flag = a == "--durable" || a == "--senders" || (i > 0 && all[i - 1] == "--senders");
-        (!flag).then(|| a.clone())
-    });
+    let mut all: Vec<String> = std::env::args().skip(1).collect();
+    let durable = take_flag(&mut all, "--durable");
+    let senders = take_option(&mut all, "--senders")?.map(|n| n.parse()).transpose()?.unwrap_or(64);
+    let backend = take_option(&mut all, "--backend")?.unwrap_or_else(|| "memory".to_owned());
+    let mut args = all.into_iter();
     let messages = number_arg(&mut args, 2000)?;
     let runs = number_arg(&mut args, 5)?;
     let apps = match args.next() {
@@ -65,14 +56,17 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let router_kind = if durable { "[router]\nkind = \"durable\"\n" } else { "" };
     let config = Config::parse(
-        &format!("data_dir = {:?}\n{router_kind}{apps}\n{BACKENDS}", dir.path().display().to_string()),
+        &format!(
+            "data_dir = {:?}\n{router_kind}{apps}\n[backends.{backend}]\nplugin = \"builtin:{backend}\"\n",
+            dir.path().display().to_string()
+        ),
         "bench",
         dir.path(),
         None,
     )?;
     let host = Host::start(config, Vec::new()).await?;
     let router = host.router().clone();
-    let from = Connection::new("console", "bench");
+    let from = Connection::new(backend.as_str(), "bench");
 
     for i in 0..200 {
         router.receive(format!("echo warm {i}"), from.clone(), Fields::new()).await?;
@@ -107,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for t in 0..tasks {
             let router = router.clone();
-            let from = Connection::new("console", format!("bench{t}"));
+            let from = Connection::new(backend.as_str(), format!("bench{t}"));
             handles.push(tokio::spawn(async move {
                 for i in 0..messages / tasks {
                     router.receive(format!("echo {i}"), from.clone(), Fields::new()).await?;
@@ -135,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..messages {
             ticker.tick().await;
             let router = router.clone();
-            let from = Connection::new("console", format!("paced{}", i % tasks));
+            let from = Connection::new(backend.as_str(), format!("paced{}", i % tasks));
             handles.push(tokio::spawn(async move {
                 let sent = Instant::now();
                 router.receive(format!("echo {i}"), from, Fields::new()).await?;
@@ -154,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("messages per run: {messages}, runs: {runs}");
     println!(
-        "one at a time: median {:.1} µs per message (receive + echo + response + console send)",
+        "one at a time: median {:.1} µs per message (receive + echo + response + {backend} send)",
         median(sequential)
     );
     println!("latency one at a time: p50 {:.1} µs, p99 {:.1} µs (medians over runs)", median(p50), median(p99));

@@ -18,6 +18,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("default", "default", "DEFAULT"),
     ("messagelog", "messagelog", "MESSAGELOG"),
     ("console", "console", "CONSOLE"),
+    ("memory", "memory", "MEMORY"),
     ("probe", "probe", "PROBE"),
     ("kannel", "kannel", "KANNEL"),
     ("vumi", "vumi", "VUMI"),

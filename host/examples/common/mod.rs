@@ -10,6 +10,26 @@ pub fn number_arg(args: &mut impl Iterator<Item = String>, default: usize) -> an
     Ok(args.next().map(|a| a.parse()).transpose()?.unwrap_or(default))
 }
 
+#[allow(dead_code)] // not every benchmark takes flags
+/// Remove `name` from `args`; whether it was there.
+pub fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != name);
+    args.len() != before
+}
+
+#[allow(dead_code)] // not every benchmark takes options
+/// Remove `name VALUE` from `args` and return VALUE, if `name` was there.
+pub fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
+    let Some(at) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    anyhow::ensure!(at + 1 < args.len(), "{name} needs a value");
+    let value = args.remove(at + 1);
+    args.remove(at);
+    Ok(Some(value))
+}
+
 /// The median of `values`.
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
