@@ -192,6 +192,14 @@ async fn swaps_are_checked_first_and_the_admin_api_is_guarded() {
     let failure = t.recorder.sends().into_iter().last().expect("a send");
     assert_eq!(failure.3, ["9"], "the new settings fail identity 9");
 
+    // An app swapped for one with other phases is called in those phases.
+    let before = t.host.router().receive("echo one", from("1"), Fields::new()).await.expect("receive");
+    assert_eq!(t.recorder.phases_of(&before.id), ["echo.handle"]);
+    let swapped = post(swap("echo"), json!({"plugin": "builtin:messagelog"})).await.expect("swap");
+    assert_eq!(swapped.status(), StatusCode::OK);
+    let after = t.host.router().receive("echo two", from("1"), Fields::new()).await.expect("receive");
+    assert_eq!(t.recorder.phases_of(&after.id), ["echo.parse"], "messagelog's parse, and no handle");
+
     // Without a token configured, the admin API is off.
     let plain = TestHost::start(&console("out", "")).await.expect("start");
     let p = plain.serve().await;

@@ -5,6 +5,7 @@
 //! like any failure and the message goes on past the plugin.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Failures in a row that pause a plugin.
@@ -32,6 +33,10 @@ struct Count {
 #[derive(Debug, Default)]
 pub(super) struct Breaker {
     state: Mutex<State>,
+    /// Whether `state` is anything but the default (set and cleared under
+    /// its lock), so that a healthy plugin's calls, which only ask
+    /// "paused?" and report "succeeded", take no lock.
+    troubled: AtomicBool,
     count: Mutex<Count>,
 }
 
@@ -56,6 +61,9 @@ impl Breaker {
 
     /// `Err` with the reason while the plugin is paused.
     pub fn check(&self) -> Result<(), String> {
+        if !self.troubled.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let state = self.state();
         match state.paused_until {
             Some(until) if until > Instant::now() => Err(format!(
@@ -68,10 +76,12 @@ impl Breaker {
 
     /// A call succeeded: the plugin is healthy again.
     pub fn succeeded(&self) {
-        let mut state = self.state();
-        if state.failures_in_a_row != 0 || state.trips != 0 {
-            *state = State::default();
+        if !self.troubled.load(Ordering::Acquire) {
+            return;
         }
+        let mut state = self.state();
+        *state = State::default();
+        self.troubled.store(false, Ordering::Release);
     }
 
     /// A call failed because of `why`; count it, and pause the plugin if
@@ -80,6 +90,7 @@ impl Breaker {
     pub fn failed(&self, plugin: &str, why: &str) {
         self.counted(why);
         let mut state = self.state();
+        self.troubled.store(true, Ordering::Release);
         state.failures_in_a_row += 1;
         let after_pause = state.trips > 0 && state.paused_until.is_some_and(|until| until <= Instant::now());
         if state.failures_in_a_row >= TRIP_AFTER || after_pause {

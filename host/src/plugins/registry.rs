@@ -10,6 +10,7 @@
 //! when its last call ends. A swap that fails validation changes nothing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,14 @@ use crate::store::now_ms;
 pub struct Slot<T> {
     name: String,
     current: RwLock<Arc<T>>,
+    /// The running version's phases (apps; empty for backends), kept
+    /// beside the lock: the router asks for every phase of every message.
+    phases: AtomicU8,
 }
 
 impl<T> Slot<T> {
-    fn new(name: String, first: T) -> Self {
-        Slot { name, current: RwLock::new(Arc::new(first)) }
+    fn new(name: String, first: T, phases: PhaseSet) -> Self {
+        Slot { name, current: RwLock::new(Arc::new(first)), phases: AtomicU8::new(phases.bits()) }
     }
 
     /// The version new calls use.
@@ -39,11 +43,12 @@ impl<T> Slot<T> {
 
     /// Put `next` in place; returns how long calls were held off and how
     /// many calls the old version was still running.
-    fn replace(&self, next: T) -> (Duration, usize) {
+    fn replace(&self, next: T, phases: PhaseSet) -> (Duration, usize) {
         let next = Arc::new(next);
         let started = Instant::now();
         let old = {
             let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.phases.store(phases.bits(), Ordering::Release);
             std::mem::replace(&mut *current, next)
         };
         let stall = started.elapsed();
@@ -58,7 +63,7 @@ impl App for Slot<WasmApp> {
     }
 
     fn phases(&self) -> PhaseSet {
-        self.current().phases()
+        PhaseSet::from_bits(self.phases.load(Ordering::Acquire))
     }
 
     fn incoming<'a>(
@@ -214,7 +219,8 @@ impl PluginRegistry {
     /// slot the router calls.
     pub async fn load_app(&self, bytes: &[u8], source: &str, spec: PluginSpec) -> Result<Arc<dyn App>, PluginError> {
         let app = WasmApp::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
-        let slot = Arc::new(Slot::new(spec.name.clone(), app));
+        let phases = app.phases();
+        let slot = Arc::new(Slot::new(spec.name.clone(), app, phases));
         let info = Self::new_info(&spec, PluginKind::App, source, bytes, 1);
         self.entries().insert(spec.name.clone(), Entry { running: Running::App(slot.clone()), spec, info });
         Ok(slot)
@@ -228,7 +234,7 @@ impl PluginRegistry {
         spec: PluginSpec,
     ) -> Result<Arc<dyn Backend>, PluginError> {
         let backend = WasmBackend::load(&self.engine, bytes, spec.clone(), self.host.clone()).await?;
-        let slot = Arc::new(Slot::new(spec.name.clone(), backend));
+        let slot = Arc::new(Slot::new(spec.name.clone(), backend, PhaseSet::default()));
         let info = Self::new_info(&spec, PluginKind::Backend, source, bytes, 1);
         self.entries().insert(spec.name.clone(), Entry { running: Running::Backend(slot.clone()), spec, info });
         Ok(slot)
@@ -312,8 +318,11 @@ impl PluginRegistry {
         let mut entries = self.entries();
         let entry = entries.get_mut(name).ok_or_else(|| SwapError::NoSuchPlugin(name.to_owned()))?;
         let (stall, draining_calls) = match (&entry.running, loaded) {
-            (Running::App(slot), Loaded::App(next)) => slot.replace(next),
-            (Running::Backend(slot), Loaded::Backend(next)) => slot.replace(next),
+            (Running::App(slot), Loaded::App(next)) => {
+                let phases = next.phases();
+                slot.replace(next, phases)
+            }
+            (Running::Backend(slot), Loaded::Backend(next)) => slot.replace(next, PhaseSet::default()),
             _ => return Err(SwapError::NoSuchPlugin(name.to_owned())),
         };
         entry.spec = spec;

@@ -115,6 +115,17 @@ impl PhaseSet {
     pub fn contains(self, phase: Phase) -> bool {
         self.0 & phase.bit() != 0
     }
+
+    /// The set as bits, one per phase (for keeping it in an atomic).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set with these [`bits`](Self::bits); bits that name no phase
+    /// are dropped.
+    pub fn from_bits(bits: u8) -> Self {
+        PhaseSet(bits & Self::ALL.0)
+    }
 }
 
 /// What an app's incoming phase produced.
