@@ -96,18 +96,29 @@ impl core::fmt::Display for HandlerError {
 impl std::error::Error for HandlerError {}
 
 thread_local! {
-    static COMPILED: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    /// Keyword handlers' expressions, by keyword.
+    static KEYWORDS: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+    /// Pattern handlers' expressions, by pattern.
+    static PATTERNS: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
 }
 
-/// Compile `source` once per instance and run `f` with it.
-fn with_regex<R>(source: String, f: impl FnOnce(&Regex) -> R) -> Result<R, HandlerError> {
-    COMPILED.with(|cache| {
+/// Run `f` with the expression `cache` keeps for `key`, compiling
+/// `source(key)` the first time (once per instance).
+fn with_regex<R>(
+    cache: &'static std::thread::LocalKey<RefCell<HashMap<String, Regex>>>,
+    key: &str,
+    source: impl FnOnce(&str) -> String,
+    f: impl FnOnce(&Regex) -> R,
+) -> Result<R, HandlerError> {
+    cache.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if !cache.contains_key(&source) {
-            let regex = RegexBuilder::new(&source).build().map_err(|e| HandlerError::InvalidRegex(e.to_string()))?;
-            cache.insert(source.clone(), regex);
+        if let Some(regex) = cache.get(key) {
+            return Ok(f(regex));
         }
-        Ok(f(&cache[&source]))
+        let regex = RegexBuilder::new(&source(key)).build().map_err(|e| HandlerError::InvalidRegex(e.to_string()))?;
+        let result = f(&regex);
+        cache.insert(key.to_owned(), regex);
+        Ok(result)
     })
 }
 
@@ -117,8 +128,8 @@ pub fn keyword_match<'t>(keyword: &str, text: &'t str) -> Result<Option<KeywordM
     if keyword.is_empty() {
         return Err(HandlerError::MissingKeyword);
     }
-    let source = format!(r"(?isx)^\s*(?:{keyword})[\s,;:]*([^\s,;:].*)?$");
-    with_regex(source, |re| {
+    let source = |keyword: &str| format!(r"(?isx)^\s*(?:{keyword})[\s,;:]*([^\s,;:].*)?$");
+    with_regex(&KEYWORDS, keyword, source, |re| {
         re.captures(text).map(|caps| match caps.get(1) {
             Some(rest) if !rest.as_str().trim().is_empty() => KeywordMatch::Handle(rest.as_str()),
             _ => KeywordMatch::Help,
@@ -132,8 +143,10 @@ pub fn pattern_match<'t>(pattern: &str, text: &'t str) -> Result<Option<Vec<Opti
     if pattern.is_empty() {
         return Err(HandlerError::MissingPattern);
     }
-    let source = format!(r"(?i)\A(?:{pattern})");
-    with_regex(source, |re| re.captures(text).map(|caps| caps.iter().skip(1).map(|g| g.map(|m| m.as_str())).collect()))
+    let source = |pattern: &str| format!(r"(?i)\A(?:{pattern})");
+    with_regex(&PATTERNS, pattern, source, |re| {
+        re.captures(text).map(|caps| caps.iter().skip(1).map(|g| g.map(|m| m.as_str())).collect())
+    })
 }
 
 fn report(kind: &str, result: HandlerResult) {

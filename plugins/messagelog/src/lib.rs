@@ -9,10 +9,22 @@
 //! are never logged.
 
 use rapidwasm_guest::{App, Connection, IncomingMessage, OutgoingMessage, contact_of, log, storage};
+use serde::Serialize;
 
 /// The message log app.
 #[derive(Default)]
 pub struct MessageLog;
+
+/// One log entry, as stored (fields in alphabetical order).
+#[derive(Serialize)]
+struct Entry<'a> {
+    backend: &'a str,
+    contact: Option<String>,
+    date: u64,
+    direction: &'a str,
+    identity: &'a str,
+    text: &'a str,
+}
 
 fn record(direction: &str, id: &str, connection: Option<&Connection>, text: &str) {
     let Some(connection) = connection else {
@@ -20,18 +32,20 @@ fn record(direction: &str, id: &str, connection: Option<&Connection>, text: &str
         return;
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let contact = contact_of(connection).ok().flatten().map(|c| c.id);
-    let entry = serde_json::json!({
-        "direction": direction,
-        "backend": connection.backend,
-        "identity": connection.identity,
-        "contact": contact,
-        "date": now.as_millis() as u64,
-        "text": text,
-    });
+    let entry = Entry {
+        backend: &connection.backend,
+        contact: contact_of(connection).ok().flatten().map(|c| c.id),
+        date: now.as_millis() as u64,
+        direction,
+        identity: &connection.identity,
+        text,
+    };
     let key = format!("log/{:024}-{direction}-{id}", now.as_nanos());
-    if let Err(err) = storage::set(&key, entry.to_string().as_bytes()) {
-        log::error(&format!("could not log message {id}: {err:?}"));
+    let stored = serde_json::to_vec(&entry)
+        .map_err(|e| format!("{e}"))
+        .and_then(|value| storage::set(&key, &value).map_err(|e| format!("{e:?}")));
+    if let Err(err) = stored {
+        log::error(&format!("could not log message {id}: {err}"));
     }
 }
 
