@@ -317,6 +317,11 @@ fn write(shared: &Shared) {
         if state.failed.is_some() && state.stopping {
             return;
         }
+        // The round's writes are ours alone now: free them (thousands of
+        // keys and values) without holding up the plugins that write.
+        drop(state);
+        drop(round);
+        state = shared.lock();
     }
 }
 
