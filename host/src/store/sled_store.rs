@@ -340,7 +340,18 @@ mod tests {
             store.plugin_set("p", "unflushed", b"w").expect("set");
             records
         };
-        let store = SledStore::open(dir.path()).expect("reopen");
+        // sled lets go of its lock file once its own threads are done
+        // with the last writes, a moment after the drop (as `TestHost`
+        // waits for a host stopped a moment ago).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            match SledStore::open(dir.path()) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                reopened => break reopened.expect("reopen"),
+            }
+        };
         assert_eq!(store.lookup_connections("sms", &["1".into()]).expect("lookup"), before);
         assert_eq!(store.plugin_get("p", "k").expect("get").as_deref(), Some(&b"v"[..]));
         assert_eq!(store.plugin_get("p", "unflushed").expect("get").as_deref(), Some(&b"w"[..]));
