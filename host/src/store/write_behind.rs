@@ -44,10 +44,10 @@ use super::StoreError;
 pub(crate) const MAX_HELD: usize = 65_536;
 
 /// How long the writer waits for more writes before it takes a round.
-pub(crate) const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Held keys that make a round worth taking at once.
-pub(crate) const GATHER_KEYS: usize = 1024;
+const GATHER_KEYS: usize = 1024;
 
 /// A tree's writes by key: the value, or `None` for removed.
 type Writes = BTreeMap<IVec, Option<IVec>>;
