@@ -28,13 +28,24 @@
 //!
 //! `<seq>` is a big-endian number from sled's id generator, so the inbox and
 //! the outbox iterate in the order things were accepted.
+//!
+//! **Records.** A [`MessageRecord`] or [`TransmissionRecord`] is stored as
+//! the byte [`BINARY_RECORD`] followed by the record in
+//! [postcard](https://docs.rs/postcard): its fields in declaration order,
+//! strings with their length, enums by variant number. It is a third the
+//! size of the same record in JSON and several times quicker to write and
+//! read, and every record is written to the log, held in the memtable and
+//! written into sled. postcard does not name fields, so a change to the
+//! records' fields or variants needs a new format byte (a test pins the
+//! bytes of this one). Records written as JSON by earlier versions (they
+//! start with `{`) are still read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use serde::{Deserialize, Serialize};
 
-use super::sled_store::{decode, encode, engine};
+use super::sled_store::engine;
 use super::wal::{Batch, Log, Txn, View, Wal, Written};
 use super::{StoreError, now_ms};
 use crate::messages::{Connection, Fields, MessageClass};
@@ -335,6 +346,27 @@ fn external_key(backend: &str, external_id: &str) -> Vec<u8> {
 
 fn client_key(key: &str) -> Vec<u8> {
     [b"k/", key.as_bytes()].concat()
+}
+
+/// The first byte of a journal record in the binary format (see the module
+/// documentation): the format's version.
+const BINARY_RECORD: u8 = 1;
+
+/// A journal record as stored: [`BINARY_RECORD`], then postcard.
+fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(record, vec![BINARY_RECORD])
+        .map_err(|e| StoreError::Engine(format!("cannot encode a journal record: {e}")))
+}
+
+/// A journal record read back, binary or (written by an earlier version)
+/// JSON; `key` names it in the error.
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason };
+    match bytes.split_first() {
+        Some((&BINARY_RECORD, record)) => postcard::from_bytes(record).map_err(|e| corrupt(e.to_string())),
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+        _ => Err(corrupt("not a journal record in a known format".into())),
+    }
 }
 
 /// The record under `key` as a write sees it: after every earlier write.
@@ -804,6 +836,50 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().expect("open");
         let committer = Committer::start(&db, &dir.path().join("wal")).expect("committer");
         (dir, Journal::open(&db, "journal", committer).expect("journal"))
+    }
+
+    #[test]
+    fn records_are_binary_and_records_written_as_json_are_still_read() {
+        let record = record("a", Direction::Incoming, Some("gw-1"));
+        let binary = encode(&record).expect("encode");
+        assert_eq!(binary[0], BINARY_RECORD);
+        let json = serde_json::to_vec(&record).expect("json");
+        assert!(binary.len() * 2 < json.len(), "{} bytes, as JSON {}", binary.len(), json.len());
+        assert_eq!(decode::<MessageRecord>(b"m/a", &binary).expect("binary"), record);
+        assert_eq!(decode::<MessageRecord>(b"m/a", &json).expect("json"), record);
+        // A JSON record of an earlier version, without the later `depth`.
+        let old = br#"{"id":"a","direction":"incoming","text":"hi","connections":[{"backend":"sms","identity":"1"}],
+            "fields":{"external_id":"gw-1"},"in_response_to":null,"external_id":null,"class":"outgoing",
+            "created_on":1,"routed_on":null,"handled":false,"responses":[]}"#;
+        assert_eq!(decode::<MessageRecord>(b"m/a", old).expect("old json"), record);
+        for bad in [&b""[..], b"\x02junk", &binary[..binary.len() - 1]] {
+            let err = decode::<MessageRecord>(b"m/a", bad).expect_err("not a record");
+            assert!(matches!(&err, StoreError::Corrupt { key, .. } if key == "m/a"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn the_binary_format_is_pinned() {
+        // postcard names no fields: if this changes, records stored by
+        // earlier versions would be misread. Give the new layout a new
+        // format byte (and keep reading this one) instead.
+        let record = TransmissionRecord {
+            message_id: "m".into(),
+            connection: Connection::new("sms", "1"),
+            status: Status::Sent,
+            attempts: 2,
+            next_attempt_on: None,
+            error: Some("e".into()),
+            dead_letter: false,
+            seq: Some(300),
+            queued_on: 5,
+            sent_on: Some(6),
+            delivered_on: None,
+            failed_on: None,
+        };
+        let bytes = encode(&record).expect("encode");
+        assert_eq!(bytes, [1, 1, b'm', 3, b's', b'm', b's', 1, b'1', 1, 2, 0, 1, 1, b'e', 0, 1, 172, 2, 5, 1, 6, 0, 0]);
+        assert_eq!(decode::<TransmissionRecord>(b"t/m", &bytes).expect("decode"), record);
     }
 
     #[tokio::test]
