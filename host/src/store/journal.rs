@@ -18,10 +18,10 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `m/<message id>` | [`MessageRecord`] |
-//! | `t/<message id> NUL <backend> NUL <identity>` | [`TransmissionRecord`] |
+//! | `m/<message id>` | [`MessageRecord`], with an outgoing message's [`TransmissionRecord`]s |
+//! | `t/<message id> NUL <backend> NUL <identity>` | written by earlier versions: a [`TransmissionRecord`] |
 //! | `i/<seq>` | id of an accepted incoming message not yet routed |
-//! | `o/<seq>` | key of a transmission still to send |
+//! | `o/<seq>` | a transmission still to send, by its key (`t/...`) |
 //! | `d/<transmission key>` | a dead letter: retries exhausted |
 //! | `x/<backend> NUL <external id>` | the message a gateway's id was accepted as |
 //! | `k/<client key>` | the message a client's idempotency key was sent as |
@@ -29,8 +29,15 @@
 //! `<seq>` is a big-endian number from sled's id generator, so the inbox and
 //! the outbox iterate in the order things were accepted.
 //!
-//! **Records.** A [`MessageRecord`] or [`TransmissionRecord`] is stored as
-//! the byte [`BINARY_RECORD`] followed by the record in
+//! An outgoing message's transmissions live in its record, so queueing a
+//! message and recording how its sends went rewrite one record, and the
+//! checkpoint writes one key into sled per message (each sled insert costs
+//! about as much as routing a message). Earlier versions kept each
+//! transmission under a `t/` key of its own; those are still read, and the
+//! first write to such a message moves them into its record.
+//!
+//! **Records.** A message with its transmissions is stored as the byte
+//! [`BINARY_RECORD`] followed by the record in
 //! [postcard](https://docs.rs/postcard): its fields in declaration order,
 //! strings with their length, enums by variant number. It is a third the
 //! size of the same record in JSON and several times quicker to write and
@@ -352,6 +359,34 @@ fn client_key(key: &str) -> Vec<u8> {
 /// documentation): the format's version.
 const BINARY_RECORD: u8 = 1;
 
+/// What the journal keeps under `m/<id>`: a message and, if it is outgoing,
+/// its transmissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    record: MessageRecord,
+    transmissions: Vec<TransmissionRecord>,
+}
+
+impl Stored {
+    fn new(record: MessageRecord) -> Self {
+        Stored { record, transmissions: Vec::new() }
+    }
+
+    /// Its transmission to `connection`.
+    fn transmission(&mut self, connection: &Connection) -> Option<&mut TransmissionRecord> {
+        self.transmissions.iter_mut().find(|t| t.connection == *connection)
+    }
+
+    /// The stored form of message `key`: binary, or (written by an earlier
+    /// version) a JSON [`MessageRecord`] without transmissions.
+    fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.first() {
+            Some(b'{') => Ok(Stored::new(decode(key, bytes)?)),
+            _ => decode(key, bytes),
+        }
+    }
+}
+
 /// A journal record as stored: [`BINARY_RECORD`], then postcard.
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(record, vec![BINARY_RECORD])
@@ -369,14 +404,9 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T,
     }
 }
 
-/// The record under `key` as a write sees it: after every earlier write.
-fn read<T: serde::de::DeserializeOwned>(txn: &Txn<'_>, key: &[u8]) -> Result<Option<T>, StoreError> {
-    decoded(key, txn.get(key)?)
-}
-
-/// The record stored as `value` under `key`, if any.
-fn decoded<T: serde::de::DeserializeOwned>(key: &[u8], value: Option<sled::IVec>) -> Result<Option<T>, StoreError> {
-    value.map(|bytes| decode(key, &bytes)).transpose()
+/// The error for a transmission that is not stored.
+fn missing(key: &TransmissionKey) -> StoreError {
+    StoreError::NotFound { what: "transmission", id: format!("{} to {}", key.message_id, key.connection) }
 }
 
 /// The message id under `key`, as a write sees it.
@@ -385,11 +415,11 @@ fn id_at(txn: &Txn<'_>, key: &[u8]) -> Result<Option<String>, StoreError> {
 }
 
 /// Add `staged`'s message and transmissions to `batch`; return the queued ones.
-fn stage(db: &sled::Db, batch: &mut Batch, staged: &Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
-    batch.insert(message_key(&staged.record.id), encode(&staged.record)?);
+fn stage(db: &sled::Db, batch: &mut Batch, staged: Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
     let mut queued = Vec::new();
-    for (connection, refusal) in &staged.transmissions {
-        let key = TransmissionKey { message_id: staged.record.id.clone(), connection: connection.clone() };
+    let mut stored = Stored::new(staged.record);
+    for (connection, refusal) in staged.transmissions {
+        let key = TransmissionKey { message_id: stored.record.id.clone(), connection: connection.clone() };
         let mut record = TransmissionRecord {
             message_id: key.message_id.clone(),
             connection: connection.clone(),
@@ -407,7 +437,7 @@ fn stage(db: &sled::Db, batch: &mut Batch, staged: &Staged, now: u64) -> Result<
         match refusal {
             Some(error) => {
                 record.status = Status::Failed;
-                record.error = Some(error.clone());
+                record.error = Some(error);
                 record.dead_letter = true;
                 record.failed_on = Some(now);
                 record.next_attempt_on = None;
@@ -417,12 +447,30 @@ fn stage(db: &sled::Db, batch: &mut Batch, staged: &Staged, now: u64) -> Result<
                 let seq = db.generate_id().map_err(engine)?;
                 record.seq = Some(seq);
                 batch.insert(seq_key(b"o/", seq), key.bytes());
-                queued.push(Queued { key: key.clone(), seq, attempts: 0, not_before: now });
+                queued.push(Queued { key, seq, attempts: 0, not_before: now });
             }
         }
-        batch.insert(key.bytes(), encode(&record)?);
+        stored.transmissions.push(record);
     }
+    batch.insert(message_key(&stored.record.id), encode(&stored)?);
     Ok(queued)
+}
+
+/// Message `id` as a write sees it, ready to be changed and written back.
+/// Transmissions an earlier version kept under keys of their own are moved
+/// into it: `batch` removes those keys.
+fn load(txn: &Txn<'_>, id: &str, batch: &mut Batch) -> Result<Option<Stored>, StoreError> {
+    let key = message_key(id);
+    let Some(mut stored) = txn.get(&key)?.map(|bytes| Stored::decode(&key, &bytes)).transpose()? else {
+        return Ok(None);
+    };
+    if stored.transmissions.is_empty() {
+        for (key, value) in txn.scan_prefix(&message_transmissions_prefix(id))? {
+            stored.transmissions.push(decode(&key, &value)?);
+            batch.remove(key);
+        }
+    }
+    Ok(Some(stored))
 }
 
 impl Journal {
@@ -495,11 +543,11 @@ impl Journal {
             }
             let seq = txn.db.generate_id().map_err(engine)?;
             let mut batch = Batch::default();
-            batch.insert(message_key(&record.id), encode(&record)?);
             batch.insert(seq_key(b"i/", seq), record.id.as_bytes());
             if let Some(key) = dedup {
                 batch.insert(key, record.id.as_bytes());
             }
+            batch.insert(message_key(&record.id), encode(&Stored::new(record))?);
             txn.apply(batch)?;
             Ok(Accepted::New { seq })
         })
@@ -521,10 +569,10 @@ impl Journal {
             let now = now_ms();
             let mut batch = Batch::default();
             let mut queued = Vec::new();
-            for staged in &responses {
+            for staged in responses {
                 queued.extend(stage(txn.db, &mut batch, staged, now)?);
             }
-            batch.insert(message_key(&routed.id), encode(&routed)?);
+            batch.insert(message_key(&routed.id), encode(&Stored::new(routed))?);
             if let Some(seq) = seq {
                 batch.remove(seq_key(b"i/", seq));
             }
@@ -547,10 +595,10 @@ impl Journal {
                 return Ok(Err(earlier));
             }
             let mut batch = Batch::default();
-            let queued = stage(txn.db, &mut batch, &staged, now_ms())?;
             if let Some(key) = &client {
                 batch.insert(client_key(key), staged.record.id.as_bytes());
             }
+            let queued = stage(txn.db, &mut batch, staged, now_ms())?;
             txn.apply(batch)?;
             Ok(Ok(queued))
         })
@@ -566,14 +614,18 @@ impl Journal {
             let now = now_ms();
             let mut batch = Batch::default();
             let mut updated = Vec::with_capacity(outcomes.len());
+            // Each message is read once and written once, however many of
+            // its transmissions the outcomes name.
+            let mut messages: Vec<Stored> = Vec::new();
             for (key, attempt) in outcomes {
-                let bytes = key.bytes();
-                let Some(mut record) = read::<TransmissionRecord>(txn, &bytes)? else {
-                    return Err(StoreError::NotFound {
-                        what: "transmission",
-                        id: String::from_utf8_lossy(&bytes).into(),
-                    });
+                let index = match messages.iter().position(|m| m.record.id == key.message_id) {
+                    Some(index) => index,
+                    None => {
+                        messages.push(load(txn, &key.message_id, &mut batch)?.ok_or_else(|| missing(&key))?);
+                        messages.len() - 1
+                    }
                 };
+                let record = messages[index].transmission(&key.connection).ok_or_else(|| missing(&key))?;
                 record.attempts += 1;
                 let done = match attempt {
                     Attempt::Sent => {
@@ -606,8 +658,10 @@ impl Journal {
                     }
                     record.next_attempt_on = None;
                 }
-                batch.insert(bytes, encode(&record)?);
-                updated.push(record);
+                updated.push(record.clone());
+            }
+            for stored in &messages {
+                batch.insert(message_key(&stored.record.id), encode(stored)?);
             }
             txn.apply(batch)?;
             Ok(updated)
@@ -625,10 +679,9 @@ impl Journal {
         detail: String,
     ) -> Result<Option<TransmissionRecord>, StoreError> {
         self.commit(move |txn| {
-            let bytes = key.bytes();
-            let Some(mut record) = read::<TransmissionRecord>(txn, &bytes)? else {
-                return Ok(None);
-            };
+            let mut batch = Batch::default();
+            let Some(mut stored) = load(txn, &key.message_id, &mut batch)? else { return Ok(None) };
+            let Some(record) = stored.transmission(&key.connection) else { return Ok(None) };
             let now = now_ms();
             if status.rank() > record.status.rank() {
                 record.status = status;
@@ -644,8 +697,8 @@ impl Journal {
             if status == Status::Failed && !detail.is_empty() {
                 record.error = Some(detail);
             }
-            let mut batch = Batch::default();
-            batch.insert(bytes, encode(&record)?);
+            let record = record.clone();
+            batch.insert(message_key(&key.message_id), encode(&stored)?);
             txn.apply(batch)?;
             Ok(Some(record))
         })
@@ -655,15 +708,13 @@ impl Journal {
     /// Put a dead letter back in the outbox, with its tries reset.
     pub async fn requeue(&self, key: TransmissionKey) -> Result<Queued, StoreError> {
         self.commit(move |txn| {
-            let bytes = key.bytes();
             let not_found = || StoreError::NotFound {
                 what: "dead letter",
                 id: format!("{} to {}", key.message_id, key.connection),
             };
-            let mut record = read::<TransmissionRecord>(txn, &bytes)?.ok_or_else(not_found)?;
-            if !record.dead_letter {
-                return Err(not_found());
-            }
+            let mut batch = Batch::default();
+            let mut stored = load(txn, &key.message_id, &mut batch)?.ok_or_else(not_found)?;
+            let record = stored.transmission(&key.connection).filter(|r| r.dead_letter).ok_or_else(not_found)?;
             let now = now_ms();
             let seq = txn.db.generate_id().map_err(engine)?;
             record.dead_letter = false;
@@ -672,19 +723,19 @@ impl Journal {
             record.failed_on = None;
             record.seq = Some(seq);
             record.next_attempt_on = Some(now);
-            let mut batch = Batch::default();
             batch.remove(dead_key(&key));
-            batch.insert(seq_key(b"o/", seq), bytes.clone());
-            batch.insert(bytes, encode(&record)?);
+            batch.insert(seq_key(b"o/", seq), key.bytes());
+            batch.insert(message_key(&key.message_id), encode(&stored)?);
             txn.apply(batch)?;
             Ok(Queued { key, seq, attempts: 0, not_before: now })
         })
         .await
     }
 
-    /// The record under `key`.
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        decoded(key, self.committer.view.get(&self.tree, key)?)
+    /// Message `id` as stored.
+    fn stored(&self, id: &str) -> Result<Option<Stored>, StoreError> {
+        let key = message_key(id);
+        self.committer.view.get(&self.tree, &key)?.map(|bytes| Stored::decode(&key, &bytes)).transpose()
     }
 
     /// Every key under `prefix`, in order, with its value.
@@ -694,24 +745,34 @@ impl Journal {
 
     /// The message with this id.
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        self.get(&message_key(id))
+        Ok(self.stored(id)?.map(|stored| stored.record))
     }
 
     /// The transmissions of message `id`.
     pub fn transmissions(&self, id: &str) -> Result<Vec<TransmissionRecord>, StoreError> {
-        self.scan(&message_transmissions_prefix(id))?.iter().map(|(key, value)| decode(key, value)).collect()
+        match self.stored(id)? {
+            Some(stored) if !stored.transmissions.is_empty() => Ok(stored.transmissions),
+            // None, or kept under keys of their own by an earlier version.
+            _ => self.scan(&message_transmissions_prefix(id))?.iter().map(|(key, value)| decode(key, value)).collect(),
+        }
     }
 
     /// The transmission with this key.
     pub fn transmission(&self, key: &TransmissionKey) -> Result<Option<TransmissionRecord>, StoreError> {
-        self.get(&key.bytes())
+        Ok(self.transmissions(&key.message_id)?.into_iter().find(|t| t.connection == key.connection))
     }
 
     /// Up to `limit` dead letters, oldest message id first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<TransmissionRecord>, StoreError> {
         let mut found = Vec::new();
         for key in self.scan(b"d/")?.keys().take(limit) {
-            if let Some(record) = self.get(&key[2..])? {
+            let Some(key) = TransmissionKey::parse(&key[2..]) else {
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: "not a transmission's key".into(),
+                });
+            };
+            if let Some(record) = self.transmission(&key)? {
                 found.push(record);
             }
         }
@@ -831,6 +892,10 @@ mod tests {
         }
     }
 
+    fn json<T: Serialize>(value: &T) -> Vec<u8> {
+        serde_json::to_vec(value).expect("json")
+    }
+
     fn open() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
@@ -880,6 +945,82 @@ mod tests {
         let bytes = encode(&record).expect("encode");
         assert_eq!(bytes, [1, 1, b'm', 3, b's', b'm', b's', 1, b'1', 1, 2, 0, 1, 1, b'e', 0, 1, 172, 2, 5, 1, 6, 0, 0]);
         assert_eq!(decode::<TransmissionRecord>(b"t/m", &bytes).expect("decode"), record);
+    }
+
+    #[test]
+    fn a_message_is_stored_with_its_transmissions() {
+        let transmission = |identity: &str| TransmissionRecord {
+            message_id: "a".into(),
+            connection: Connection::new("sms", identity),
+            status: Status::Queued,
+            attempts: 0,
+            next_attempt_on: Some(1),
+            error: None,
+            dead_letter: false,
+            seq: Some(1),
+            queued_on: 1,
+            sent_on: None,
+            delivered_on: None,
+            failed_on: None,
+        };
+        let stored = Stored {
+            record: record("a", Direction::Outgoing, None),
+            transmissions: vec![transmission("1"), transmission("2")],
+        };
+        let bytes = encode(&stored).expect("encode");
+        let parts = [
+            &encode(&stored.record).expect("record")[..],
+            &[2],
+            &encode(&stored.transmissions[0]).expect("first")[1..],
+            &encode(&stored.transmissions[1]).expect("second")[1..],
+        ]
+        .concat();
+        assert_eq!(bytes, parts, "the record, then its transmissions, counted");
+        assert_eq!(Stored::decode(b"m/a", &bytes).expect("decode"), stored);
+        let json = serde_json::to_vec(&stored.record).expect("json");
+        assert_eq!(Stored::decode(b"m/a", &json).expect("decode"), Stored::new(stored.record));
+    }
+
+    #[tokio::test]
+    async fn transmissions_kept_by_an_earlier_version_are_read_and_moved_into_their_message() {
+        let (dir, journal) = open();
+        // What an earlier version left: JSON records, a key per transmission.
+        let tree = &journal.tree;
+        tree.insert(message_key("m"), json(&record("m", Direction::Outgoing, None))).expect("insert");
+        let mut queued = Vec::new();
+        for (identity, seq) in [("1", 7u64), ("2", 8)] {
+            let key = TransmissionKey { message_id: "m".into(), connection: Connection::new("sms", identity) };
+            let record = TransmissionRecord {
+                message_id: "m".into(),
+                connection: key.connection.clone(),
+                status: Status::Queued,
+                attempts: 0,
+                next_attempt_on: Some(1),
+                error: None,
+                dead_letter: false,
+                seq: Some(seq),
+                queued_on: 1,
+                sent_on: None,
+                delivered_on: None,
+                failed_on: None,
+            };
+            tree.insert(key.bytes(), json(&record)).expect("insert");
+            tree.insert(seq_key(b"o/", seq), key.bytes()).expect("insert");
+            queued.push(key);
+        }
+        assert_eq!(journal.transmissions("m").expect("read").len(), 2);
+        assert_eq!(journal.outbox().expect("outbox").len(), 2);
+        assert_eq!(journal.transmission(&queued[1]).expect("read").map(|t| t.seq), Some(Some(8)));
+
+        let updated = journal.record_attempts(vec![(queued[0].clone(), Attempt::Sent)]).await.expect("record");
+        assert_eq!(updated[0].status, Status::Sent);
+        assert!(journal.scan(b"t/").expect("scan").is_empty(), "moved into the message's record");
+        let now = journal.transmissions("m").expect("read");
+        assert_eq!(now.iter().map(|t| t.status).collect::<Vec<_>>(), [Status::Sent, Status::Queued]);
+        assert_eq!(journal.outbox().expect("outbox").len(), 1);
+        let reported = journal.report(queued[1].clone(), Status::Delivered, String::new()).await.expect("report");
+        assert_eq!(reported.map(|t| t.status), Some(Status::Delivered));
+        drop(dir);
     }
 
     #[tokio::test]

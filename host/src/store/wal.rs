@@ -383,6 +383,12 @@ impl<'a> Txn<'a> {
         self.wal.everything.get(self.tree, key)
     }
 
+    /// Every key starting with `prefix`, in order, with its value after
+    /// every earlier write.
+    pub(crate) fn scan_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, sled::IVec>, StoreError> {
+        self.wal.everything.scan_prefix(self.tree, prefix)
+    }
+
     /// Log `batch`; it is durable once its group is synced.
     pub(crate) fn apply(&mut self, batch: Batch) -> Result<(), StoreError> {
         self.wal.append(self.tree, batch)
