@@ -132,23 +132,25 @@ impl Memtable {
         due
     }
 
-    /// Drop the versions at or before `through` of the keys in `applied`.
-    pub(crate) fn forget(&mut self, applied: &[Due], through: u64) {
-        for due in applied {
-            let name = due.tree.name();
-            let Some(held) = self.trees.get_mut(&name) else { continue };
-            for (key, _) in &due.writes {
-                let Some(versions) = held.keys.get_mut(key) else { continue };
-                let before = versions.len();
-                versions.retain(|(lsn, _)| *lsn > through);
-                self.versions -= before - versions.len();
-                if versions.is_empty() {
-                    held.keys.remove(key);
-                }
+    /// Drop the versions at or before `through` of `keys` (some of the
+    /// writes of a [`Due`] of `tree`, now applied). Callers may forget a
+    /// `Due` a part at a time, letting go of the memtable's lock between
+    /// parts: what is forgotten is in sled already, so readers see the same
+    /// values either way.
+    pub(crate) fn forget(&mut self, tree: &sled::Tree, keys: &[(Vec<u8>, Option<sled::IVec>)], through: u64) {
+        let name = tree.name();
+        let Some(held) = self.trees.get_mut(&name) else { return };
+        for (key, _) in keys {
+            let Some(versions) = held.keys.get_mut(key) else { continue };
+            let before = versions.len();
+            versions.retain(|(lsn, _)| *lsn > through);
+            self.versions -= before - versions.len();
+            if versions.is_empty() {
+                held.keys.remove(key);
             }
-            if held.keys.is_empty() {
-                self.trees.remove(&name);
-            }
+        }
+        if held.keys.is_empty() {
+            self.trees.remove(&name);
         }
     }
 }
@@ -191,7 +193,7 @@ mod tests {
             ],
             "the state as of LSN 3, one write per key"
         );
-        memtable.forget(&due, 3);
+        memtable.forget(&due[0].tree, &due[0].writes, 3);
         assert_eq!(memtable.len(), 1, "only the write after LSN 3 is left");
         assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
         assert_eq!(memtable.get(b"journal", b"t/1", u64::MAX), None);

@@ -240,6 +240,9 @@ fn tree_lsn(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(tree.get(LSN_KEY).map_err(engine)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
+/// Keys the checkpoint thread forgets per hold of the memtable's lock.
+const FORGET_AT_ONCE: usize = 256;
+
 /// Apply the memtable to sled once it holds this many versions.
 const APPLY_VERSIONS: usize = 8192;
 
@@ -556,7 +559,13 @@ fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
         let writes = part.writes.iter().map(|(key, value)| (key.as_slice(), value.as_deref()));
         write_through(&part.tree, writes, through)?;
     }
-    lock(&shared.memtable).forget(&due, through);
+    // A round holds thousands of keys: forgetting them under one lock
+    // would stall the committer (and every reader) for a millisecond or more.
+    for part in &due {
+        for keys in part.writes.chunks(FORGET_AT_ONCE) {
+            lock(&shared.memtable).forget(&part.tree, keys, through);
+        }
+    }
     Ok(())
 }
 
