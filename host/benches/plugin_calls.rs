@@ -31,6 +31,7 @@ fn spec(name: &str) -> PluginSpec {
 }
 
 fn plugin_calls(c: &mut Criterion) {
+    rapidwasm::process::tune_memory().expect("small pages");
     let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Arc::new(SledStore::open(&dir.path().join("micro")).expect("a sled store"));

@@ -23,6 +23,7 @@ use rapidwasm::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    rapidwasm::process::tune_memory()?;
     let mut args = std::env::args().skip(1);
     let messages = number_arg(&mut args, 4000)?;
     let clients = number_arg(&mut args, 16)?;

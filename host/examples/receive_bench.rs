@@ -42,6 +42,7 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    rapidwasm::process::tune_memory()?;
     let mut all: Vec<String> = std::env::args().skip(1).collect();
     let durable = take_flag(&mut all, "--durable");
     let senders = take_option(&mut all, "--senders")?.map(|n| n.parse()).transpose()?.unwrap_or(64);

@@ -57,6 +57,7 @@ async fn measure(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    rapidwasm::process::tune_memory()?;
     let mut args = std::env::args().skip(1);
     let swaps = number_arg(&mut args, 100)?;
     let senders = number_arg(&mut args, 4)?;

@@ -37,6 +37,7 @@ fn config(dir: &std::path::Path, tenants: usize) -> anyhow::Result<Config> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    rapidwasm::process::tune_memory()?;
     let mut args = std::env::args().skip(1);
     let messages = number_arg(&mut args, 4000)?;
     let runs = number_arg(&mut args, 3)?;

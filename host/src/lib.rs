@@ -38,6 +38,7 @@ mod host;
 pub mod http;
 pub mod messages;
 pub mod plugins;
+pub mod process;
 pub mod router;
 pub mod scaffold;
 pub mod store;

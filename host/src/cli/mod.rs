@@ -220,6 +220,9 @@ pub fn main() -> ExitCode {
     // A chat is a conversation: keep the log out of it unless asked.
     let quiet = matches!(cli.command, Some(Command::Chat { .. }));
     init_logging(cli.verbose, quiet);
+    if let Err(err) = rapidwasm::process::tune_memory() {
+        tracing::warn!(%err, "cannot keep the process on small memory pages; going on");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
