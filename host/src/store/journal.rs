@@ -224,6 +224,10 @@ pub struct Queued {
     pub attempts: u32,
     /// Not before this time (ms since the epoch).
     pub not_before: u64,
+    /// The message, when the write that queued it had it at hand, so that
+    /// its lane need not read it back; `None` (read it from the journal)
+    /// for what is found in the outbox or re-queued.
+    pub message: Option<Arc<MessageRecord>>,
 }
 
 /// What accepting an incoming message did.
@@ -418,6 +422,8 @@ fn id_at(txn: &Txn<'_>, key: &[u8]) -> Result<Option<String>, StoreError> {
 fn stage(db: &sled::Db, batch: &mut Batch, staged: Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
     let mut queued = Vec::new();
     let mut stored = Stored::new(staged.record);
+    // Shared by the message's transmissions, made when the first is queued.
+    let mut shared: Option<Arc<MessageRecord>> = None;
     for (connection, refusal) in staged.transmissions {
         let key = TransmissionKey { message_id: stored.record.id.clone(), connection: connection.clone() };
         let mut record = TransmissionRecord {
@@ -447,7 +453,8 @@ fn stage(db: &sled::Db, batch: &mut Batch, staged: Staged, now: u64) -> Result<V
                 let seq = db.generate_id().map_err(engine)?;
                 record.seq = Some(seq);
                 batch.insert(seq_key(b"o/", seq), key.bytes());
-                queued.push(Queued { key, seq, attempts: 0, not_before: now });
+                let message = shared.get_or_insert_with(|| Arc::new(stored.record.clone())).clone();
+                queued.push(Queued { key, seq, attempts: 0, not_before: now, message: Some(message) });
             }
         }
         stored.transmissions.push(record);
@@ -727,7 +734,7 @@ impl Journal {
             batch.insert(seq_key(b"o/", seq), key.bytes());
             batch.insert(message_key(&key.message_id), encode(&stored)?);
             txn.apply(batch)?;
-            Ok(Queued { key, seq, attempts: 0, not_before: now })
+            Ok(Queued { key, seq, attempts: 0, not_before: now, message: None })
         })
         .await
     }
@@ -803,7 +810,7 @@ impl Journal {
             };
             if let Some(record) = self.transmission(&tx_key)? {
                 let not_before = record.next_attempt_on.unwrap_or(0);
-                found.push(Queued { key: tx_key, seq, attempts: record.attempts, not_before });
+                found.push(Queued { key: tx_key, seq, attempts: record.attempts, not_before, message: None });
             }
         }
         Ok(found)
@@ -1053,6 +1060,23 @@ mod tests {
         journal.finish_incoming(None, record("b", Direction::Incoming, None), Vec::new()).await.expect("finish");
         assert!(journal.message("b").expect("read").is_some());
         assert!(journal.inbox().expect("inbox").is_empty());
+    }
+
+    #[tokio::test]
+    async fn queued_transmissions_carry_their_message_and_the_outbox_reads_it_back() {
+        let (_dir, journal) = open();
+        let staged = Staged {
+            record: record("m", Direction::Outgoing, None),
+            transmissions: vec![(Connection::new("sms", "1"), None), (Connection::new("sms", "2"), None)],
+        };
+        let queued = journal.queue_outgoing(staged, None).await.expect("queue").expect("new");
+        let stored = journal.message("m").expect("read").expect("stored");
+        let (first, second) = (queued[0].message.as_ref().expect("first"), queued[1].message.as_ref().expect("second"));
+        assert_eq!(**first, stored, "the lane gets the message as stored");
+        assert!(Arc::ptr_eq(first, second), "a message's transmissions share one copy");
+        let outbox = journal.outbox().expect("outbox");
+        assert_eq!(outbox.len(), 2);
+        assert!(outbox.iter().all(|q| q.message.is_none()), "what is found in the outbox is read when sent");
     }
 
     #[tokio::test]

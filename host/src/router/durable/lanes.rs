@@ -179,7 +179,11 @@ impl Lane {
         let identities: Vec<String> = group.iter().map(|q| q.key.connection.identity.clone()).collect();
         let Some(journal) = router.journal() else { return Vec::new() };
         let policy = router.retry_policy();
-        let result = match journal.message(message_id) {
+        let record = match &group[0].message {
+            Some(message) => Ok(Some(message.clone())),
+            None => journal.message(message_id).map(|found| found.map(Arc::new)),
+        };
+        let result = match record {
             Ok(Some(record)) => {
                 let connections = group.iter().map(|q| q.key.connection.clone()).collect();
                 let msg = outgoing_from_record(&record, connections);
@@ -194,7 +198,7 @@ impl Lane {
                     message_id: message_id.clone(),
                     backend: self.backend.name().to_owned(),
                     identities: identities.clone(),
-                    text: record.text,
+                    text: record.text.clone(),
                     failed: failed.clone(),
                     error: error.clone(),
                 });
