@@ -422,8 +422,6 @@ fn id_at(txn: &Txn<'_>, key: &[u8]) -> Result<Option<String>, StoreError> {
 fn stage(db: &sled::Db, batch: &mut Batch, staged: Staged, now: u64) -> Result<Vec<Queued>, StoreError> {
     let mut queued = Vec::new();
     let mut stored = Stored::new(staged.record);
-    // Shared by the message's transmissions, made when the first is queued.
-    let mut shared: Option<Arc<MessageRecord>> = None;
     for (connection, refusal) in staged.transmissions {
         let key = TransmissionKey { message_id: stored.record.id.clone(), connection: connection.clone() };
         let mut record = TransmissionRecord {
@@ -453,13 +451,19 @@ fn stage(db: &sled::Db, batch: &mut Batch, staged: Staged, now: u64) -> Result<V
                 let seq = db.generate_id().map_err(engine)?;
                 record.seq = Some(seq);
                 batch.insert(seq_key(b"o/", seq), key.bytes());
-                let message = shared.get_or_insert_with(|| Arc::new(stored.record.clone())).clone();
-                queued.push(Queued { key, seq, attempts: 0, not_before: now, message: Some(message) });
+                queued.push(Queued { key, seq, attempts: 0, not_before: now, message: None });
             }
         }
         stored.transmissions.push(record);
     }
     batch.insert(message_key(&stored.record.id), encode(&stored)?);
+    // Encoded: the record itself can go to the lanes, one copy for all.
+    if !queued.is_empty() {
+        let message = Arc::new(stored.record);
+        for item in &mut queued {
+            item.message = Some(message.clone());
+        }
+    }
     Ok(queued)
 }
 
