@@ -10,6 +10,7 @@ pub mod conformance;
 mod hot;
 pub mod journal;
 mod memtable;
+mod pages;
 mod sled_store;
 mod wal;
 mod write_behind;

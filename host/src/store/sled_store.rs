@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::hot::RecordCache;
 use super::journal::{Committer, Journal};
+use super::pages::Pages;
 use super::write_behind::WriteBehind;
 
 use super::{BackendRecord, ConnectionRecord, Store, StoreError, check_name, now_ms};
@@ -22,7 +23,8 @@ pub struct SledStore {
     backends: sled::Tree,
     connections: sled::Tree,
     contacts: sled::Tree,
-    plugin_data: sled::Tree,
+    /// Plugin data, packed into pages (tree `plugin-pages`).
+    plugin_data: Pages,
 }
 
 /// One per database, shared by every tenant's store.
@@ -33,6 +35,8 @@ struct PerDatabase {
     committer: Mutex<Option<Committer>>,
     /// The writer of plugin data.
     behind: WriteBehind,
+    /// Held while a tenant's plugin data is moved into pages.
+    adopting: Mutex<()>,
     /// Connections and backends, decoded.
     hot_connections: RecordCache<ConnectionRecord>,
     hot_backends: RecordCache<BackendRecord>,
@@ -86,6 +90,7 @@ impl SledStore {
             log: path.join("wal"),
             committer: Mutex::default(),
             behind: WriteBehind::start()?,
+            adopting: Mutex::default(),
             hot_connections: RecordCache::default(),
             hot_backends: RecordCache::default(),
         };
@@ -94,15 +99,39 @@ impl SledStore {
 
     fn with_prefix(db: sled::Db, shared: Arc<PerDatabase>, prefix: String) -> Result<Self, StoreError> {
         let tree = |name: &str| db.open_tree(format!("{prefix}{name}")).map_err(engine);
-        Ok(SledStore {
+        let store = SledStore {
             backends: tree("backends")?,
             connections: tree("connections")?,
             contacts: tree("contacts")?,
-            plugin_data: tree("plugin-data")?,
-            db,
+            plugin_data: Pages::new(tree("plugin-pages")?),
+            db: db.clone(),
             shared,
-            prefix,
-        })
+            prefix: prefix.clone(),
+        };
+        store.adopt_unpaged_plugin_data(&tree("plugin-data")?)?;
+        Ok(store)
+    }
+
+    /// Move plugin data stored by versions before pages (one sled key per
+    /// entry, in `old`) into pages, then empty `old`. Pages are flushed to
+    /// disk before `old` is emptied, so a crash in between only means doing
+    /// it again: nothing has written plugin data since.
+    fn adopt_unpaged_plugin_data(&self, old: &sled::Tree) -> Result<(), StoreError> {
+        let _one_at_a_time = self.shared.adopting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut moved = 0usize;
+        for entry in old.iter() {
+            let (key, value) = entry.map_err(engine)?;
+            self.shared.behind.put(&self.plugin_data, key, Some(value))?;
+            moved += 1;
+        }
+        self.shared.behind.flush(&self.db)?;
+        old.clear().map_err(engine)?;
+        self.db.flush().map_err(engine)?;
+        tracing::info!(entries = moved, tree = %String::from_utf8_lossy(&old.name()), "moved plugin data into pages");
+        Ok(())
     }
 
     /// The store of tenant `name`, in the same database: trees of its own
@@ -328,6 +357,21 @@ mod tests {
         assert!(store.tenant("a\0b").is_err(), "tenant names are checked");
     }
 
+    /// Open the store at `path` again once sled lets go of its lock file:
+    /// when its own threads are done with the last writes, a moment after
+    /// the drop (as `TestHost` waits for a host stopped a moment ago).
+    fn reopen(path: &Path) -> SledStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                reopened => break reopened.expect("reopen"),
+            }
+        }
+    }
+
     #[test]
     fn data_survives_reopening() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -340,20 +384,45 @@ mod tests {
             store.plugin_set("p", "unflushed", b"w").expect("set");
             records
         };
-        // sled lets go of its lock file once its own threads are done
-        // with the last writes, a moment after the drop (as `TestHost`
-        // waits for a host stopped a moment ago).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let store = loop {
-            match SledStore::open(dir.path()) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                reopened => break reopened.expect("reopen"),
-            }
-        };
+        let store = reopen(dir.path());
         assert_eq!(store.lookup_connections("sms", &["1".into()]).expect("lookup"), before);
         assert_eq!(store.plugin_get("p", "k").expect("get").as_deref(), Some(&b"v"[..]));
         assert_eq!(store.plugin_get("p", "unflushed").expect("get").as_deref(), Some(&b"w"[..]));
+    }
+
+    #[test]
+    fn plugin_data_of_earlier_versions_is_moved_into_pages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            // One sled key per entry, as versions before pages stored it.
+            let db = sled::Config::new().path(dir.path()).open().expect("open sled");
+            let old = db.open_tree("plugin-data").expect("tree");
+            for i in 0..300 {
+                old.insert(pair_key("log", &format!("log/{i:04}")), format!("entry {i}").as_bytes()).expect("insert");
+            }
+            old.insert(pair_key("other", "k"), "v").expect("insert");
+            let acme = db.open_tree("tenant:acme:plugin-data").expect("tree");
+            acme.insert(pair_key("echo", "k"), "acme's").expect("insert");
+            db.flush().expect("flush");
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.plugin_get("log", "log/0123").expect("get").as_deref(), Some(&b"entry 123"[..]));
+        let logged = store.plugin_scan("log", "log/", None, 1000).expect("scan");
+        assert_eq!(logged.len(), 300);
+        assert_eq!(logged[299], ("log/0299".to_owned(), b"entry 299".to_vec()));
+        assert_eq!(store.plugin_get("other", "k").expect("get").as_deref(), Some(&b"v"[..]));
+        let acme = store.tenant("acme").expect("tenant");
+        assert_eq!(acme.plugin_get("echo", "k").expect("get").as_deref(), Some(&b"acme's"[..]));
+        for name in ["plugin-data", "tenant:acme:plugin-data"] {
+            assert!(store.db.open_tree(name).expect("tree").is_empty(), "{name} emptied");
+        }
+        let pages = store.db.open_tree("plugin-pages").expect("tree").len();
+        assert!(pages < 300 / 8, "301 entries in {pages} pages");
+
+        // Written after the move, a value is not overwritten by a second one.
+        store.plugin_set("other", "k", b"new").expect("set");
+        drop((acme, store));
+        let store = reopen(dir.path());
+        assert_eq!(store.plugin_get("other", "k").expect("get").as_deref(), Some(&b"new"[..]));
     }
 }

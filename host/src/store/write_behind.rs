@@ -1,19 +1,18 @@
 //! Plugin data written behind: a plugin's `storage::set` or `delete`
 //! returns once the write is held in memory, and one writer thread applies
-//! what is held to sled while plugins go on.
+//! what is held to sled, packed into [`Pages`], while plugins go on.
 //!
-//! Plugins write at the right edge of a sled tree (the message log keys its
-//! entries by time), and sled copies a node on every write and its parent on
-//! every split. Routing threads writing there side by side kept retrying
-//! each other's copies: the writes of plugin data took half of the CPU of
-//! the in-process router. One writer applying them in key order does not
-//! collide with itself.
+//! Plugins write at the right edge of their key space (the message log
+//! keys its entries by time). Routing threads writing there side by side
+//! kept retrying each other's copies of the same sled nodes; one writer
+//! applying whole rounds in key order does not collide with itself, and
+//! rewrites each page a round touches once.
 //!
 //! - **Reads** look at the held writes first, then at sled. A write leaves
 //!   memory only after sled has it, so a read never goes back in time: a
 //!   plugin always reads what it wrote.
 //! - **Rounds.** The writer takes everything held (each key once, at its
-//!   latest value) and applies it key by key. After a crash, each key holds
+//!   latest value) and applies it page by page. After a crash, each key holds
 //!   a value it had; the writes of the round in flight may be applied in
 //!   part, as writes straight to sled could be.
 //! - **Rounds gather.** Woken by a first write after it had nothing to
@@ -31,7 +30,7 @@
 //!   what is held and then flushes sled; otherwise sled writes to disk every
 //!   500 ms.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -39,6 +38,7 @@ use std::thread::JoinHandle;
 use sled::IVec;
 
 use super::StoreError;
+use super::pages::{Pages, Writes};
 
 /// Most keys held in memory at once, across every tree.
 pub(crate) const MAX_HELD: usize = 65_536;
@@ -49,12 +49,9 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 /// Held keys that make a round worth taking at once.
 const GATHER_KEYS: usize = 1024;
 
-/// A tree's writes by key: the value, or `None` for removed.
-type Writes = BTreeMap<IVec, Option<IVec>>;
-
-/// One tree's writes not yet in sled.
+/// One map's writes not yet in sled.
 struct TreeWrites {
-    tree: sled::Tree,
+    pages: Pages,
     /// Writes not yet taken by the writer.
     held: Writes,
     /// Writes the writer is applying now.
@@ -133,14 +130,14 @@ impl WriteBehind {
     }
 
     /// Hold `value` (`None`: remove) for `key` of `tree`.
-    pub(crate) fn put(&self, tree: &sled::Tree, key: IVec, value: Option<IVec>) -> Result<(), StoreError> {
+    pub(crate) fn put(&self, pages: &Pages, key: IVec, value: Option<IVec>) -> Result<(), StoreError> {
         let mut state = self.shared.lock();
         while state.held >= MAX_HELD && state.failed.is_none() {
             state = self.shared.progress.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
         state.check()?;
-        let writes = state.trees.entry(tree.name()).or_insert_with(|| TreeWrites {
-            tree: tree.clone(),
+        let writes = state.trees.entry(pages.name()).or_insert_with(|| TreeWrites {
+            pages: pages.clone(),
             held: Writes::new(),
             applying: Arc::default(),
         });
@@ -154,23 +151,23 @@ impl WriteBehind {
         Ok(())
     }
 
-    /// `key` of `tree`: from the writes held, or else from sled.
-    pub(crate) fn get(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+    /// `key` of `pages`: from the writes held, or else from sled.
+    pub(crate) fn get(&self, pages: &Pages, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         {
             let state = self.shared.lock();
             state.check()?;
-            if let Some(value) = state.trees.get(&tree.name()).and_then(|w| w.get(key)) {
+            if let Some(value) = state.trees.get(&pages.name()).and_then(|w| w.get(key)) {
                 return Ok(value.clone());
             }
         }
-        tree.get(key).map_err(super::sled_store::engine)
+        pages.get(key)
     }
 
-    /// Up to `limit` entries of `tree` from key `start` on whose keys
+    /// Up to `limit` entries of `pages` from key `start` on whose keys
     /// start with `prefix`, in key order: the writes held laid over sled.
     pub(crate) fn scan(
         &self,
-        tree: &sled::Tree,
+        pages: &Pages,
         start: &[u8],
         prefix: &[u8],
         limit: usize,
@@ -181,7 +178,7 @@ impl WriteBehind {
         {
             let state = self.shared.lock();
             state.check()?;
-            if let Some(writes) = state.trees.get(&tree.name()) {
+            if let Some(writes) = state.trees.get(&pages.name()) {
                 let newer = writes.held.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
                 let older = writes.applying.range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
                 let mut live = 0;
@@ -196,9 +193,9 @@ impl WriteBehind {
         }
         let mut held = held.into_iter().peekable();
         let mut found = Vec::new();
-        let mut stored = tree.range::<&[u8], _>(start..);
+        let mut stored = pages.entries_from(start)?;
         let mut next_stored = || -> Result<Option<(IVec, IVec)>, StoreError> {
-            match stored.next().transpose().map_err(super::sled_store::engine)? {
+            match stored.next().transpose()? {
                 Some((key, value)) if key.starts_with(prefix) => Ok(Some((key, value))),
                 _ => Ok(None),
             }
@@ -314,7 +311,7 @@ fn write(shared: &Shared) {
         for writes in state.trees.values_mut() {
             if !writes.held.is_empty() {
                 writes.applying = Arc::new(std::mem::take(&mut writes.held));
-                round.push((writes.tree.clone(), writes.applying.clone()));
+                round.push((writes.pages.clone(), writes.applying.clone()));
             }
         }
         state.held = 0;
@@ -322,19 +319,14 @@ fn write(shared: &Shared) {
         shared.progress.notify_all();
         drop(state);
 
-        // Key by key: an atomic `apply_batch` would write sled's log
+        // Page by page: an atomic `apply_batch` would write sled's log
         // buffer out twice per round and stop every other sled reader and
         // writer while it runs.
-        let result = round.iter().try_for_each(|(tree, writes)| {
-            writes.iter().try_for_each(|(key, value)| match value {
-                Some(value) => tree.insert(key, value.clone()).map(drop),
-                None => tree.remove(key).map(drop),
-            })
-        });
+        let result = round.iter().try_for_each(|(pages, writes)| pages.apply(writes));
 
         state = shared.lock();
-        for (tree, _) in &round {
-            if let Some(writes) = state.trees.get_mut(&tree.name()) {
+        for (pages, _) in &round {
+            if let Some(writes) = state.trees.get_mut(&pages.name()) {
                 writes.applying = Arc::default();
             }
         }
@@ -357,13 +349,21 @@ fn write(shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
-    fn open() -> (tempfile::TempDir, sled::Db, sled::Tree) {
+    fn open() -> (tempfile::TempDir, sled::Db, Pages) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = sled::Config::new().path(dir.path()).open().expect("open sled");
         let tree = db.open_tree("t").expect("tree");
-        (dir, db, tree)
+        (dir, db, Pages::new(tree))
+    }
+
+    /// What sled holds, without the writes held.
+    fn stored(pages: &Pages) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let entries = pages.entries_from(b"").expect("scan");
+        entries.map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().expect("entries")
     }
 
     fn keys(entries: &[(IVec, IVec)]) -> Vec<String> {
@@ -372,38 +372,36 @@ mod tests {
 
     #[test]
     fn reads_see_held_writes_over_sled_and_flush_applies_them() {
-        let (_dir, db, tree) = open();
-        tree.insert("p/a", "old").expect("insert");
-        tree.insert("p/b", "gone soon").expect("insert");
-        tree.insert("p/d", "sled's").expect("insert");
-        tree.insert("q/a", "other prefix").expect("insert");
+        let (_dir, db, pages) = open();
+        let before = [("p/a", "old"), ("p/b", "gone soon"), ("p/d", "sled's"), ("q/a", "other prefix")];
+        pages.apply(&before.iter().map(|(k, v)| (IVec::from(*k), Some(IVec::from(*v)))).collect()).expect("apply");
         let behind = WriteBehind::start().expect("start");
         behind.pause(true);
-        behind.put(&tree, IVec::from("p/a"), Some(IVec::from("new"))).expect("put");
-        behind.put(&tree, IVec::from("p/b"), None).expect("put");
-        behind.put(&tree, IVec::from("p/c"), Some(IVec::from("held"))).expect("put");
+        behind.put(&pages, IVec::from("p/a"), Some(IVec::from("new"))).expect("put");
+        behind.put(&pages, IVec::from("p/b"), None).expect("put");
+        behind.put(&pages, IVec::from("p/c"), Some(IVec::from("held"))).expect("put");
 
-        assert_eq!(behind.get(&tree, b"p/a").expect("get").as_deref(), Some(&b"new"[..]));
-        assert_eq!(behind.get(&tree, b"p/b").expect("get"), None);
-        let all = behind.scan(&tree, b"p/", b"p/", 10).expect("scan");
+        assert_eq!(behind.get(&pages, b"p/a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(behind.get(&pages, b"p/b").expect("get"), None);
+        let all = behind.scan(&pages, b"p/", b"p/", 10).expect("scan");
         assert_eq!(keys(&all), ["p/a=new", "p/c=held", "p/d=sled's"]);
-        let two = behind.scan(&tree, b"p/", b"p/", 2).expect("scan");
+        let two = behind.scan(&pages, b"p/", b"p/", 2).expect("scan");
         assert_eq!(keys(&two), ["p/a=new", "p/c=held"]);
-        let after_a = behind.scan(&tree, b"p/a\0", b"p/", 10).expect("scan");
+        let after_a = behind.scan(&pages, b"p/a\0", b"p/", 10).expect("scan");
         assert_eq!(keys(&after_a), ["p/c=held", "p/d=sled's"]);
 
-        assert_eq!(tree.get("p/a").expect("get").as_deref(), Some(&b"old"[..]), "still held");
+        assert_eq!(pages.get(b"p/a").expect("get").as_deref(), Some(&b"old"[..]), "still held");
         behind.pause(false);
         behind.flush(&db).expect("flush");
-        assert_eq!(tree.get("p/a").expect("get").as_deref(), Some(&b"new"[..]));
-        assert_eq!(tree.get("p/b").expect("get"), None);
-        assert_eq!(tree.get("p/c").expect("get").as_deref(), Some(&b"held"[..]));
-        assert_eq!(keys(&behind.scan(&tree, b"p/", b"p/", 10).expect("scan")), keys(&all));
+        assert_eq!(pages.get(b"p/a").expect("get").as_deref(), Some(&b"new"[..]));
+        assert_eq!(pages.get(b"p/b").expect("get"), None);
+        assert_eq!(pages.get(b"p/c").expect("get").as_deref(), Some(&b"held"[..]));
+        assert_eq!(keys(&behind.scan(&pages, b"p/", b"p/", 10).expect("scan")), keys(&all));
     }
 
     #[test]
     fn reads_agree_with_a_plain_map_whatever_the_writer_has_applied() {
-        let (_dir, db, tree) = open();
+        let (_dir, db, pages) = open();
         let behind = WriteBehind::start().expect("start");
         let mut model = BTreeMap::<Vec<u8>, Vec<u8>>::new();
         let mut rng = fastrand::Rng::with_seed(7);
@@ -417,15 +415,15 @@ mod tests {
             }
             let k = key(&mut rng);
             if rng.u8(..4) == 0 {
-                behind.put(&tree, IVec::from(k.as_slice()), None).expect("remove");
+                behind.put(&pages, IVec::from(k.as_slice()), None).expect("remove");
                 model.remove(&k);
             } else {
                 let v = format!("{step}").into_bytes();
-                behind.put(&tree, IVec::from(k.as_slice()), Some(IVec::from(v.as_slice()))).expect("set");
+                behind.put(&pages, IVec::from(k.as_slice()), Some(IVec::from(v.as_slice()))).expect("set");
                 model.insert(k, v);
             }
             let probe = key(&mut rng);
-            assert_eq!(behind.get(&tree, &probe).expect("get").map(|v| v.to_vec()), model.get(&probe).cloned());
+            assert_eq!(behind.get(&pages, &probe).expect("get").map(|v| v.to_vec()), model.get(&probe).cloned());
             let prefix: &[u8] = [&b"a"[..], b"ab/", b"b/", b""][rng.usize(..4)];
             let start = if rng.bool() { probe.clone() } else { prefix.to_vec() };
             let start = start.max(prefix.to_vec());
@@ -437,7 +435,7 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let scanned: Vec<(Vec<u8>, Vec<u8>)> = behind
-                .scan(&tree, &start, prefix, limit)
+                .scan(&pages, &start, prefix, limit)
                 .expect("scan")
                 .into_iter()
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -446,20 +444,18 @@ mod tests {
         }
         behind.pause(false);
         behind.flush(&db).expect("flush");
-        let stored: BTreeMap<Vec<u8>, Vec<u8>> =
-            tree.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().expect("iter");
-        assert_eq!(stored, model, "sled ends up holding exactly the writes");
+        assert_eq!(stored(&pages), model, "sled ends up holding exactly the writes");
     }
 
     #[test]
     fn a_write_reaches_sled_on_its_own_after_the_writer_was_idle() {
-        let (_dir, _db, tree) = open();
+        let (_dir, _db, pages) = open();
         let behind = WriteBehind::start().expect("start");
         for (i, key) in ["p/first", "p/second"].into_iter().enumerate() {
             // Each write finds the writer idle (the first never ran).
-            behind.put(&tree, key.into(), Some("v".into())).expect("put");
+            behind.put(&pages, key.into(), Some("v".into())).expect("put");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while tree.get(key).expect("get").is_none() {
+            while pages.get(key.as_bytes()).expect("get").is_none() {
                 assert!(std::time::Instant::now() < deadline, "write {i} never reached sled");
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
@@ -470,15 +466,15 @@ mod tests {
 
     #[test]
     fn dropping_applies_what_is_held_and_many_writers_lose_nothing() {
-        let (_dir, _db, tree) = open();
+        let (_dir, _db, pages) = open();
         let behind = Arc::new(WriteBehind::start().expect("start"));
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let (behind, tree) = (behind.clone(), tree.clone());
+                let (behind, pages) = (behind.clone(), pages.clone());
                 std::thread::spawn(move || {
                     for i in 0..(MAX_HELD / 2) {
                         let key = IVec::from(format!("k/{t}/{i:06}").as_bytes());
-                        behind.put(&tree, key.clone(), Some(key)).expect("put");
+                        behind.put(&pages, key.clone(), Some(key)).expect("put");
                     }
                 })
             })
@@ -487,7 +483,8 @@ mod tests {
             thread.join().expect("writer thread");
         }
         drop(Arc::into_inner(behind).expect("one owner left"));
-        assert_eq!(tree.len(), 4 * (MAX_HELD / 2), "every write reached sled");
-        assert_eq!(tree.get("k/3/000007").expect("get").as_deref(), Some(&b"k/3/000007"[..]));
+        let stored = stored(&pages);
+        assert_eq!(stored.len(), 4 * (MAX_HELD / 2), "every write reached sled");
+        assert_eq!(stored.get(&b"k/3/000007"[..]).map(Vec::as_slice), Some(&b"k/3/000007"[..]));
     }
 }
