@@ -36,6 +36,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+#[allow(dead_code)] // not every benchmark reports percentiles
 /// The `percent`th percentile of `sorted` (ascending, not empty).
 pub fn percentile(sorted: &[f64], percent: usize) -> f64 {
     sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]

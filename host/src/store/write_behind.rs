@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 use sled::IVec;
 
 use super::StoreError;
-use super::pages::{Pages, Writes};
+use super::pages::{Lows, Pages, Writes};
 
 /// Most keys held in memory at once, across every tree.
 pub(crate) const MAX_HELD: usize = 65_536;
@@ -290,6 +290,8 @@ fn merge_by_key<'a>(
 /// The writer thread: take what is held, apply it, until told to stop with
 /// nothing held.
 fn write(shared: &Shared) {
+    // Each map's pages, as this writer found and wrote them.
+    let mut lows: HashMap<IVec, Lows> = HashMap::new();
     let mut state = shared.lock();
     loop {
         while (state.held == 0 || state.paused) && !state.stopping {
@@ -322,7 +324,8 @@ fn write(shared: &Shared) {
         // Page by page: an atomic `apply_batch` would write sled's log
         // buffer out twice per round and stop every other sled reader and
         // writer while it runs.
-        let result = round.iter().try_for_each(|(pages, writes)| pages.apply(writes));
+        let result =
+            round.iter().try_for_each(|(pages, writes)| pages.apply(writes, lows.entry(pages.name()).or_default()));
 
         state = shared.lock();
         for (pages, _) in &round {
@@ -374,7 +377,9 @@ mod tests {
     fn reads_see_held_writes_over_sled_and_flush_applies_them() {
         let (_dir, db, pages) = open();
         let before = [("p/a", "old"), ("p/b", "gone soon"), ("p/d", "sled's"), ("q/a", "other prefix")];
-        pages.apply(&before.iter().map(|(k, v)| (IVec::from(*k), Some(IVec::from(*v)))).collect()).expect("apply");
+        pages
+            .apply(&before.iter().map(|(k, v)| (IVec::from(*k), Some(IVec::from(*v)))).collect(), &mut Lows::default())
+            .expect("apply");
         let behind = WriteBehind::start().expect("start");
         behind.pause(true);
         behind.put(&pages, IVec::from("p/a"), Some(IVec::from("new"))).expect("put");
