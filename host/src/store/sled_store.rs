@@ -108,29 +108,31 @@ impl SledStore {
             shared,
             prefix: prefix.clone(),
         };
-        store.adopt_unpaged_plugin_data(&tree("plugin-data")?)?;
+        store.adopt_unpaged_plugin_data(&format!("{prefix}plugin-data"))?;
         Ok(store)
     }
 
     /// Move plugin data stored by versions before pages (one sled key per
-    /// entry, in `old`) into pages, then empty `old`. Pages are flushed to
-    /// disk before `old` is emptied, so a crash in between only means doing
-    /// it again: nothing has written plugin data since.
-    fn adopt_unpaged_plugin_data(&self, old: &sled::Tree) -> Result<(), StoreError> {
+    /// entry, in tree `old`) into pages, then drop `old`. Pages are flushed
+    /// to disk before `old` is dropped, so a crash in between only means
+    /// doing it again: nothing has written plugin data since.
+    fn adopt_unpaged_plugin_data(&self, old: &str) -> Result<(), StoreError> {
         let _one_at_a_time = self.shared.adopting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if old.is_empty() {
+        if !self.db.tree_names().iter().any(|name| name == old.as_bytes()) {
             return Ok(());
         }
+        let tree = self.db.open_tree(old).map_err(engine)?;
         let mut moved = 0usize;
-        for entry in old.iter() {
+        for entry in tree.iter() {
             let (key, value) = entry.map_err(engine)?;
             self.shared.behind.put(&self.plugin_data, key, Some(value))?;
             moved += 1;
         }
         self.shared.behind.flush(&self.db)?;
-        old.clear().map_err(engine)?;
+        drop(tree);
+        self.db.drop_tree(old).map_err(engine)?;
         self.db.flush().map_err(engine)?;
-        tracing::info!(entries = moved, tree = %String::from_utf8_lossy(&old.name()), "moved plugin data into pages");
+        tracing::info!(entries = moved, tree = old, "moved plugin data into pages");
         Ok(())
     }
 
@@ -413,8 +415,9 @@ mod tests {
         assert_eq!(store.plugin_get("other", "k").expect("get").as_deref(), Some(&b"v"[..]));
         let acme = store.tenant("acme").expect("tenant");
         assert_eq!(acme.plugin_get("echo", "k").expect("get").as_deref(), Some(&b"acme's"[..]));
+        let trees = store.db.tree_names();
         for name in ["plugin-data", "tenant:acme:plugin-data"] {
-            assert!(store.db.open_tree(name).expect("tree").is_empty(), "{name} emptied");
+            assert!(!trees.iter().any(|t| t == name.as_bytes()), "{name} dropped");
         }
         let pages = store.db.open_tree("plugin-pages").expect("tree").len();
         assert!(pages < 300 / 8, "301 entries in {pages} pages");
@@ -424,5 +427,8 @@ mod tests {
         drop((acme, store));
         let store = reopen(dir.path());
         assert_eq!(store.plugin_get("other", "k").expect("get").as_deref(), Some(&b"new"[..]));
+        store.tenant("acme").expect("tenant");
+        let trees = store.db.tree_names();
+        assert!(!trees.iter().any(|t| t.ends_with(b"plugin-data")), "no tree of the old layout is made again");
     }
 }
