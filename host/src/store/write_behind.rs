@@ -129,7 +129,7 @@ impl WriteBehind {
         Ok(WriteBehind { shared, writer: Some(writer) })
     }
 
-    /// Hold `value` (`None`: remove) for `key` of `tree`.
+    /// Hold `value` (`None`: remove) for `key` of `pages`.
     pub(crate) fn put(&self, pages: &Pages, key: IVec, value: Option<IVec>) -> Result<(), StoreError> {
         let mut state = self.shared.lock();
         while state.held >= MAX_HELD && state.failed.is_none() {
