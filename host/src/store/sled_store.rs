@@ -99,16 +99,17 @@ impl SledStore {
 
     fn with_prefix(db: sled::Db, shared: Arc<PerDatabase>, prefix: String) -> Result<Self, StoreError> {
         let tree = |name: &str| db.open_tree(format!("{prefix}{name}")).map_err(engine);
+        let unpaged = format!("{prefix}plugin-data");
         let store = SledStore {
             backends: tree("backends")?,
             connections: tree("connections")?,
             contacts: tree("contacts")?,
             plugin_data: Pages::new(tree("plugin-pages")?),
-            db: db.clone(),
+            db,
             shared,
-            prefix: prefix.clone(),
+            prefix,
         };
-        store.adopt_unpaged_plugin_data(&format!("{prefix}plugin-data"))?;
+        store.adopt_unpaged_plugin_data(&unpaged)?;
         Ok(store)
     }
 
