@@ -7,6 +7,7 @@
 //! [`plugins`](crate::plugins), which namespace every key by plugin.
 
 pub mod conformance;
+mod framing;
 mod hot;
 pub mod journal;
 mod memtable;

@@ -42,6 +42,7 @@ use std::ops::{Bound, Range};
 use sled::IVec;
 
 use super::StoreError;
+use super::framing::{self, Reader};
 use super::sled_store::engine;
 
 /// A page holding more entries than this is cut.
@@ -245,33 +246,23 @@ impl Iterator for EntriesFrom {
 /// The entries of one page, as the ranges of their keys and values.
 struct Entries<'a> {
     low: &'a [u8],
-    page: &'a [u8],
-    at: usize,
+    page: Reader<'a>,
 }
 
 impl<'a> Entries<'a> {
     fn new(low: &'a [u8], page: &'a [u8]) -> Self {
-        Entries { low, page, at: 0 }
+        Entries { low, page: Reader::new(page) }
     }
 
-    /// The range of the next length-prefixed field.
+    /// The range of the next field.
     fn field(&mut self) -> Result<Range<usize>, StoreError> {
-        let corrupt = |reason: &str| StoreError::Corrupt {
+        let start = self.page.at();
+        let field = self.page.field().ok_or_else(|| StoreError::Corrupt {
             key: format!("plugin data page {}", String::from_utf8_lossy(self.low)),
-            reason: format!("{reason} at byte {}", self.at),
-        };
-        let length = self
-            .page
-            .get(self.at..self.at + 4)
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
-            .ok_or_else(|| corrupt("a length is cut short"))?;
-        let start = self.at + 4;
-        let end = start + u32::from_le_bytes(length) as usize;
-        if end > self.page.len() {
-            return Err(corrupt("a field runs past the end"));
-        }
-        self.at = end;
-        Ok(start..end)
+            reason: format!("a field at byte {start} runs past the end"),
+        })?;
+        let end = self.page.at();
+        Ok(end - field.len()..end)
     }
 }
 
@@ -279,13 +270,13 @@ impl Iterator for Entries<'_> {
     type Item = Result<(Range<usize>, Range<usize>), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.at >= self.page.len() {
+        if self.page.is_empty() {
             return None;
         }
         let entry = self.field().and_then(|key| Ok((key, self.field()?)));
         if entry.is_err() {
             // Stop after reporting it.
-            self.at = self.page.len();
+            self.page = Reader::new(&[]);
         }
         Some(entry)
     }
@@ -338,11 +329,8 @@ fn cut<'e, 'a>(entries: &'e [(&'a [u8], &'a [u8])]) -> Vec<&'e [(&'a [u8], &'a [
 fn encode(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut page = Vec::with_capacity(entries.iter().map(size).sum());
     for (key, value) in entries {
-        for field in [key, value] {
-            // Keys and values are bounded far below 4 GiB by the host.
-            page.extend_from_slice(&(field.len() as u32).to_le_bytes());
-            page.extend_from_slice(field);
-        }
+        framing::put(&mut page, key);
+        framing::put(&mut page, value);
     }
     page
 }

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
+use super::framing::{self, Reader};
 use super::memtable::Memtable;
 use super::sled_store::engine;
 
@@ -102,9 +103,9 @@ impl Batch {
         out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
         for (key, value) in &self.ops {
             out.push(u8::from(value.is_some()));
-            put_bytes(out, key);
+            framing::put(out, key);
             if let Some(value) = value {
-                put_bytes(out, value);
+                framing::put(out, value);
             }
         }
         let payload = &out[start + 8..];
@@ -132,11 +133,6 @@ fn write_through<'a>(
     Ok(())
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
 /// A decoded log record.
 struct Record {
     lsn: u64,
@@ -144,41 +140,20 @@ struct Record {
     batch: Batch,
 }
 
-/// Reads a payload front to back; `None` when it ends early.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
+/// One record from a frame's payload, which must hold nothing else.
+fn read_record(payload: &[u8]) -> Option<Record> {
+    let mut r = Reader::new(payload);
+    let lsn = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let tree_len = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+    let tree = r.take(tree_len)?.to_vec();
+    let count = r.u32()?;
+    let mut batch = Batch::default();
+    for _ in 0..count {
+        let insert = r.take(1)?[0] == 1;
+        let key = r.field()?.to_vec();
+        batch.ops.push((key, if insert { Some(r.field()?.to_vec()) } else { None }));
     }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn bytes(&mut self) -> Option<Vec<u8>> {
-        let len = self.u32()? as usize;
-        Some(self.take(len)?.to_vec())
-    }
-
-    fn record(&mut self) -> Option<Record> {
-        let lsn = u64::from_le_bytes(self.take(8)?.try_into().ok()?);
-        let tree_len = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
-        let tree = self.take(tree_len)?.to_vec();
-        let count = self.u32()?;
-        let mut batch = Batch::default();
-        for _ in 0..count {
-            let insert = self.take(1)?[0] == 1;
-            let key = self.bytes()?;
-            batch.ops.push((key, if insert { Some(self.bytes()?) } else { None }));
-        }
-        self.0.is_empty().then_some(Record { lsn, tree, batch })
-    }
+    r.is_empty().then_some(Record { lsn, tree, batch })
 }
 
 /// The whole frames at the start of `data`, decoded, and whether the data
@@ -198,7 +173,7 @@ fn records(data: &[u8]) -> (Vec<Record>, bool) {
         if crc32fast::hash(payload) != crc {
             return (found, false);
         }
-        let Some(record) = Reader(payload).record() else { return (found, false) };
+        let Some(record) = read_record(payload) else { return (found, false) };
         found.push(record);
         rest = &rest[8 + len..];
     }
