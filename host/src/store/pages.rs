@@ -79,15 +79,22 @@ impl Pages {
         self.tree.name()
     }
 
+    /// The page that holds `key` if anything does: its low bound and bytes.
+    fn page_of(&self, key: &[u8]) -> Result<Option<(IVec, IVec)>, StoreError> {
+        self.tree.range(..=key).next_back().transpose().map_err(engine)
+    }
+
     /// The value under `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
-        let Some((low, page)) = self.tree.range(..=key).next_back().transpose().map_err(engine)? else {
+        let Some((low, page)) = self.page_of(key)? else {
             return Ok(None);
         };
         for entry in Entries::new(&low, &page) {
             let (k, v) = entry?;
-            if &page[k] == key {
-                return Ok(Some(page.subslice(v.start, v.len())));
+            match page[k].cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(Some(page.subslice(v.start, v.len()))),
+                std::cmp::Ordering::Greater => break,
             }
         }
         Ok(None)
@@ -95,10 +102,7 @@ impl Pages {
 
     /// Every entry from `start` on, in key order.
     pub(crate) fn entries_from(&self, start: &[u8]) -> Result<EntriesFrom, StoreError> {
-        let low = match self.tree.range(..=start).next_back().transpose().map_err(engine)? {
-            Some((low, _)) => low,
-            None => IVec::default(),
-        };
+        let low = self.page_of(start)?.map(|(low, _)| low).unwrap_or_default();
         Ok(EntriesFrom {
             pages: self.tree.range(low..).peekable(),
             start: start.to_vec(),
