@@ -28,17 +28,14 @@ fn newest(versions: &Versions, upto: u64) -> Option<Option<sled::IVec>> {
 }
 
 /// One tree's keys with versions in memory.
-struct TreeKeys {
-    tree: sled::Tree,
-    keys: BTreeMap<Vec<u8>, Versions>,
-}
+type TreeKeys = BTreeMap<Vec<u8>, Versions>;
 
-/// What to write to one tree to apply the memtable through an LSN.
+/// The keys of one tree that an application through an LSN writes.
 pub(crate) struct Due {
     /// The tree.
     pub(crate) tree: sled::Tree,
-    /// Each key's latest version at or before the LSN.
-    pub(crate) writes: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    /// Every key a batch at or before the LSN wrote, sorted, each once.
+    pub(crate) keys: Vec<Vec<u8>>,
 }
 
 /// Every version of every journal key written and not yet applied to sled.
@@ -46,7 +43,7 @@ pub(crate) struct Due {
 pub(crate) struct Memtable {
     trees: HashMap<sled::IVec, TreeKeys>,
     /// Batches not yet applied, in LSN order: their tree and keys.
-    batches: VecDeque<(u64, sled::IVec, Vec<Vec<u8>>)>,
+    batches: VecDeque<(u64, sled::Tree, Vec<Vec<u8>>)>,
     /// Versions held.
     versions: usize,
 }
@@ -55,15 +52,14 @@ impl Memtable {
     /// Hold the writes of `batch`, LSN `lsn`, to `tree`.
     pub(crate) fn insert(&mut self, tree: &sled::Tree, lsn: u64, batch: &Batch) {
         let name = tree.name();
-        let held =
-            self.trees.entry(name.clone()).or_insert_with(|| TreeKeys { tree: tree.clone(), keys: BTreeMap::new() });
+        let held = self.trees.entry(name).or_default();
         let mut keys = Vec::with_capacity(batch.ops().len());
         for (key, value) in batch.ops() {
-            held.keys.entry(key.clone()).or_default().push((lsn, value.as_deref().map(sled::IVec::from)));
+            held.entry(key.clone()).or_default().push((lsn, value.as_deref().map(sled::IVec::from)));
             keys.push(key.clone());
         }
         self.versions += keys.len();
-        self.batches.push_back((lsn, name, keys));
+        self.batches.push_back((lsn, tree.clone(), keys));
     }
 
     /// How many versions are held.
@@ -74,7 +70,7 @@ impl Memtable {
     /// The newest value, written at or before LSN `upto`, of `key` in tree
     /// `tree`, if the memtable holds one (`Some(None)`: removed).
     pub(crate) fn get(&self, tree: &[u8], key: &[u8], upto: u64) -> Option<Option<sled::IVec>> {
-        let versions = self.trees.get(tree)?.keys.get(key)?;
+        let versions = self.trees.get(tree)?.get(key)?;
         newest(versions, upto)
     }
 
@@ -89,7 +85,7 @@ impl Memtable {
         found: &mut BTreeMap<Vec<u8>, sled::IVec>,
     ) {
         let Some(held) = self.trees.get(tree) else { return };
-        for (key, versions) in held.keys.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+        for (key, versions) in held.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
             match newest(versions, upto) {
                 Some(Some(value)) => {
                     found.insert(key.clone(), value);
@@ -102,56 +98,61 @@ impl Memtable {
         }
     }
 
-    /// What to write to sled so that it holds the journal as of `through`:
-    /// every key a batch at or before `through` wrote, at its latest
-    /// version up to `through`. Those batches are no longer listed; call
-    /// [`forget`](Memtable::forget) once the writes are done.
-    pub(crate) fn due(&mut self, through: u64) -> Vec<Due> {
-        let mut touched: HashMap<sled::IVec, Vec<Vec<u8>>> = HashMap::new();
-        while self.batches.front().is_some_and(|(lsn, _, _)| *lsn <= through) {
-            if let Some((_, tree, keys)) = self.batches.pop_front() {
-                touched.entry(tree).or_default().extend(keys);
-            }
-        }
-        let mut due = Vec::with_capacity(touched.len());
-        for (name, mut keys) in touched {
-            let Some(held) = self.trees.get(&name) else { continue };
-            keys.sort();
-            keys.dedup();
-            let writes = keys
-                .into_iter()
-                .filter_map(|key| {
-                    let versions = held.keys.get(&key)?;
-                    let (_, value) = versions.iter().rev().find(|(lsn, _)| *lsn <= through)?;
-                    let value = value.clone();
-                    Some((key, value))
-                })
-                .collect();
-            due.push(Due { tree: held.tree.clone(), writes });
-        }
-        due
+    /// Take the batches at or before `through` off the list of batches
+    /// to apply, and hand over each one's tree and keys. This only moves
+    /// them, so the lock is held briefly; the caller groups and sorts them
+    /// with [`Due::group`], then reads their values a part at a time with
+    /// [`latest`](Memtable::latest), writes them to sled and
+    /// [`forget`](Memtable::forget)s them.
+    pub(crate) fn due(&mut self, through: u64) -> Vec<(sled::Tree, Vec<Vec<u8>>)> {
+        let end = self.batches.partition_point(|(lsn, _, _)| *lsn <= through);
+        self.batches.drain(..end).map(|(_, tree, keys)| (tree, keys)).collect()
     }
 
-    /// Drop the versions at or before `through` of `keys` (some of the
-    /// writes of a [`Due`] of `tree`, now applied). Callers may forget a
-    /// `Due` a part at a time, letting go of the memtable's lock between
-    /// parts: what is forgotten is in sled already, so readers see the same
-    /// values either way.
-    pub(crate) fn forget(&mut self, tree: &sled::Tree, keys: &[(Vec<u8>, Option<sled::IVec>)], through: u64) {
+    /// The latest version at or before `through` of each of `keys` of
+    /// `tree`: what sled must hold to equal the journal as of `through`
+    /// (`None` for a key the memtable no longer holds).
+    pub(crate) fn latest(&self, tree: &sled::Tree, keys: &[Vec<u8>], through: u64) -> Vec<Option<Option<sled::IVec>>> {
+        let held = self.trees.get(&tree.name());
+        keys.iter().map(|key| newest(held?.get(key)?, through)).collect()
+    }
+
+    /// Drop the versions at or before `through` of `keys` of `tree`, now
+    /// applied to sled. Callers forget a [`Due`] a part at a time, letting
+    /// go of the memtable's lock between parts: what is forgotten is in
+    /// sled already, so readers see the same values either way.
+    pub(crate) fn forget(&mut self, tree: &sled::Tree, keys: &[Vec<u8>], through: u64) {
         let name = tree.name();
         let Some(held) = self.trees.get_mut(&name) else { return };
-        for (key, _) in keys {
-            let Some(versions) = held.keys.get_mut(key) else { continue };
+        for key in keys {
+            let Some(versions) = held.get_mut(key) else { continue };
             let before = versions.len();
             versions.retain(|(lsn, _)| *lsn > through);
             self.versions -= before - versions.len();
             if versions.is_empty() {
-                held.keys.remove(key);
+                held.remove(key);
             }
         }
-        if held.keys.is_empty() {
+        if held.is_empty() {
             self.trees.remove(&name);
         }
+    }
+}
+
+impl Due {
+    /// The batches [`Memtable::due`] handed over, per tree, with their
+    /// keys sorted (sled is written in key order) and each once.
+    pub(crate) fn group(batches: Vec<(sled::Tree, Vec<Vec<u8>>)>) -> Vec<Due> {
+        let mut trees: HashMap<sled::IVec, Due> = HashMap::new();
+        for (tree, keys) in batches {
+            trees.entry(tree.name()).or_insert_with(|| Due { tree, keys: Vec::new() }).keys.extend(keys);
+        }
+        let mut due: Vec<Due> = trees.into_values().collect();
+        for part in &mut due {
+            part.keys.sort_unstable();
+            part.keys.dedup();
+        }
+        due
     }
 }
 
@@ -179,10 +180,16 @@ mod tests {
         assert_eq!(memtable.get(b"journal", b"t/1", 2), None, "written after LSN 2");
         assert_eq!(memtable.get(b"journal", b"x", u64::MAX), None, "not held");
 
-        let due = memtable.due(3);
+        let due = Due::group(memtable.due(3));
         assert_eq!(due.len(), 1);
-        let writes: Vec<(String, Option<String>)> =
-            due[0].writes.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), text(v))).collect();
+        assert!(memtable.due(3).is_empty(), "the batches were handed over");
+        let values = memtable.latest(&due[0].tree, &due[0].keys, 3);
+        let writes: Vec<(String, Option<String>)> = due[0]
+            .keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), text(v.as_ref().expect("held"))))
+            .collect();
         assert_eq!(
             writes,
             vec![
@@ -193,7 +200,9 @@ mod tests {
             ],
             "the state as of LSN 3, one write per key"
         );
-        memtable.forget(&due[0].tree, &due[0].writes, 3);
+        memtable.forget(&due[0].tree, &due[0].keys[..2], 3);
+        assert_eq!(memtable.len(), 4, "forgotten a part at a time");
+        memtable.forget(&due[0].tree, &due[0].keys[2..], 3);
         assert_eq!(memtable.len(), 1, "only the write after LSN 3 is left");
         assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
         assert_eq!(memtable.get(b"journal", b"t/1", u64::MAX), None);

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
 use super::framing::{self, Reader};
-use super::memtable::Memtable;
+use super::memtable::{Due, Memtable};
 use super::sled_store::engine;
 
 /// Where each journal tree keeps the LSN of the last batch it holds. The
@@ -123,14 +123,20 @@ fn write_through<'a>(
     lsn: u64,
 ) -> Result<(), StoreError> {
     for (key, value) in writes {
-        match value {
-            Some(value) => tree.insert(key, value),
-            None => tree.remove(key),
-        }
-        .map_err(engine)?;
+        write(tree, key, value)?;
     }
     tree.insert(LSN_KEY, &lsn.to_be_bytes()).map_err(engine)?;
     Ok(())
+}
+
+/// Set `key` of `tree` to `value`, or remove it (`None`).
+fn write(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+    match value {
+        Some(value) => tree.insert(key, value),
+        None => tree.remove(key),
+    }
+    .map(drop)
+    .map_err(engine)
 }
 
 /// A decoded log record.
@@ -215,8 +221,9 @@ fn tree_lsn(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(tree.get(LSN_KEY).map_err(engine)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
-/// Keys the checkpoint thread forgets per hold of the memtable's lock.
-const FORGET_AT_ONCE: usize = 256;
+/// Keys the checkpoint thread reads, or forgets, per hold of the
+/// memtable's lock.
+const AT_ONCE: usize = 64;
 
 /// Apply the memtable to sled once it holds this many versions.
 const APPLY_VERSIONS: usize = 8192;
@@ -526,20 +533,26 @@ impl Log {
 }
 
 /// Apply every write through LSN `through` (all durable) to sled: per key
-/// its latest version up to there, then each tree's LSN. The memtable lock
-/// is not held while sled is written, so the committer goes on meanwhile.
+/// its latest version up to there, then each tree's LSN. A round holds
+/// thousands of keys, and the committer (and every reader) needs the
+/// memtable's lock all the time: holding it for the whole round stalled
+/// them for milliseconds. So the lock is taken only to hand over the
+/// round's keys, then for each part of [`AT_ONCE`] keys to read their
+/// values and, once sled holds them, to forget them; sled is written with
+/// the lock let go.
 fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
     let due = lock(&shared.memtable).due(through);
-    for part in &due {
-        let writes = part.writes.iter().map(|(key, value)| (key.as_slice(), value.as_deref()));
-        write_through(&part.tree, writes, through)?;
-    }
-    // A round holds thousands of keys: forgetting them under one lock
-    // would stall the committer (and every reader) for a millisecond or more.
-    for part in &due {
-        for keys in part.writes.chunks(FORGET_AT_ONCE) {
+    for part in Due::group(due) {
+        for keys in part.keys.chunks(AT_ONCE) {
+            let values = lock(&shared.memtable).latest(&part.tree, keys, through);
+            for (key, value) in keys.iter().zip(&values) {
+                if let Some(value) = value {
+                    write(&part.tree, key, value.as_deref())?;
+                }
+            }
             lock(&shared.memtable).forget(&part.tree, keys, through);
         }
+        part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
     }
     Ok(())
 }
@@ -718,6 +731,40 @@ mod tests {
         drop((wal, synced));
         let (_, _, last) = Wal::open(&db, &log).expect("replay");
         assert_eq!(last, Replayed { applied: 0, skipped: 1, torn: false });
+    }
+
+    #[test]
+    fn an_application_in_parts_leaves_sled_as_of_its_lsn_and_later_writes_held() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
+        let tree = db.open_tree("journal").expect("tree");
+        let (mut wal, mut synced, _) = Wal::open(&db, &dir.path().join("wal")).expect("open log");
+        // Several parts' worth of keys: each message key written with an
+        // outbox key that is removed again before the application's LSN;
+        // every other message key changed after it.
+        let keys = AT_ONCE * 3 + 5;
+        for i in 0..keys {
+            let mut txn = Txn::new(&db, &tree, &mut wal);
+            txn.apply(Batch::of(&[(&format!("m/{i:04}"), Some("first")), (&format!("o/{i:04}"), Some("queued"))]))
+                .expect("apply");
+            txn.apply(Batch::of(&[(&format!("o/{i:04}"), None)])).expect("apply");
+        }
+        synced.sync(&[wal.take()]).expect("sync");
+        let through = synced.shared.synced.load(Ordering::Acquire);
+        for i in (0..keys).step_by(2) {
+            Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[(&format!("m/{i:04}"), Some("later"))])).expect("apply");
+        }
+        apply_through(&synced.shared, through).expect("apply");
+        for i in 0..keys {
+            assert_eq!(value(&tree, &format!("m/{i:04}")).as_deref(), Some("first"), "key {i} as of the LSN");
+            assert_eq!(value(&tree, &format!("o/{i:04}")), None, "key {i} was removed before the LSN");
+        }
+        assert_eq!(tree_lsn(&tree).expect("lsn"), through);
+        let mut memtable = lock(&synced.shared.memtable);
+        assert_eq!(memtable.len(), keys.div_ceil(2), "only the writes after the LSN are held");
+        assert!(memtable.due(through).is_empty(), "nothing through the LSN is left to apply");
+        assert_eq!(memtable.get(b"journal", b"m/0000", u64::MAX).flatten().as_deref(), Some(b"later".as_slice()));
+        assert_eq!(memtable.get(b"journal", b"m/0001", u64::MAX), None, "read from sled");
     }
 
     #[test]
