@@ -312,6 +312,11 @@ impl Committer {
         thread("journal-sync").spawn(move || sync_loop(&mut synced, &to_sync, &counters)).map_err(failed)?;
         Ok(Committer { jobs, stats, view })
     }
+
+    /// Wait until sled holds every journal write durable so far.
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+        self.view.settle()
+    }
 }
 
 #[derive(Default)]

@@ -132,8 +132,9 @@ pub trait Store: Send + Sync + 'static {
     /// Make everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
-    /// Wait until every write accepted so far is in the underlying engine,
-    /// readable by anyone, though not necessarily on disk. A store that
+    /// Wait until every write accepted so far (plugin data, and the
+    /// durable router's journal) is in the underlying engine, readable by
+    /// anyone, though not necessarily on disk. A store that
     /// writes through has nothing to wait for. (Benchmarks call it so that
     /// their figures include work a store does behind its writers.)
     fn settle(&self) -> Result<(), StoreError> {

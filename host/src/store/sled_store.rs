@@ -320,6 +320,10 @@ impl Store for SledStore {
     }
 
     fn settle(&self) -> Result<(), StoreError> {
+        let committer = self.shared.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(committer) = committer {
+            committer.settle()?;
+        }
         self.shared.behind.settle()
     }
 }
