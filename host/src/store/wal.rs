@@ -583,7 +583,7 @@ impl Log {
 /// them for milliseconds. So the lock is taken only to hand over the
 /// round's keys, then for each part of [`AT_ONCE`] keys to read their
 /// values and, once sled holds them, to forget them; sled is written with
-/// the lock let go.
+/// the lock let go, and the thread yields the processor between parts.
 fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
     let due = lock(&shared.memtable).due(through);
     for part in Due::group(due) {
@@ -595,6 +595,11 @@ fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
                 }
             }
             lock(&shared.memtable).forget(&part.tree, keys, through);
+            // A round is tens of milliseconds of sled inserts. Without a
+            // pause, a routing thread or the committer woken meanwhile
+            // waited for the scheduler to preempt this thread (milliseconds
+            // on a busy machine); between parts, whoever is waiting runs.
+            std::thread::yield_now();
         }
         part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
     }
