@@ -13,8 +13,9 @@
 //!
 //! With `--durable` the router is the durable one: every message and its
 //! response are committed to the journal (fsync, grouped), and a run's time
-//! includes sending everything it queued. Either way a run's time includes
-//! applying the plugins' storage writes to sled (they are written behind).
+//! includes sending everything it queued and applying the journal to sled.
+//! Either way a run's time includes applying the plugins' storage writes to
+//! sled (they are written behind).
 //!
 //! `APPS.toml` holds `[[apps]]` tables that replace the default app list
 //! (`echo` alone); messages are "echo N" and must be answered with "N".
