@@ -697,6 +697,15 @@ fn prepare_spare(dir: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// A new database with a `journal` tree, and its log.
+    fn fresh() -> (tempfile::TempDir, sled::Db, sled::Tree, Wal, Log) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
+        let tree = db.open_tree("journal").expect("tree");
+        let (wal, log, _) = Wal::open(&db, &dir.path().join("wal")).expect("open log");
+        (dir, db, tree, wal, log)
+    }
+
     fn value(tree: &sled::Tree, key: &str) -> Option<String> {
         tree.get(key).expect("read").map(|v| String::from_utf8_lossy(&v).into_owned())
     }
@@ -785,10 +794,7 @@ mod tests {
 
     #[test]
     fn an_application_in_parts_leaves_sled_as_of_its_lsn_and_later_writes_held() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
-        let tree = db.open_tree("journal").expect("tree");
-        let (mut wal, mut synced, _) = Wal::open(&db, &dir.path().join("wal")).expect("open log");
+        let (_dir, db, tree, mut wal, mut synced) = fresh();
         // Several parts' worth of keys: each message key written with an
         // outbox key that is removed again before the application's LSN;
         // every other message key changed after it.
@@ -819,10 +825,7 @@ mod tests {
 
     #[test]
     fn settling_applies_what_is_durable_without_waiting_for_a_full_memtable() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
-        let tree = db.open_tree("journal").expect("tree");
-        let (mut wal, mut synced, _) = Wal::open(&db, &dir.path().join("wal")).expect("open log");
+        let (_dir, db, tree, mut wal, mut synced) = fresh();
         let view = wal.view();
         view.settle().expect("nothing to settle");
         Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[("m/1", Some("durable"))])).expect("apply");
