@@ -246,8 +246,9 @@ struct Shared {
     /// sled holds every write through this LSN (the memtable was applied
     /// through it).
     applied: AtomicU64,
-    /// Chores for the checkpoint thread, for [`View::settle`]; let go
-    /// when the [`Log`] is dropped, so that the thread ends.
+    /// Chores for the checkpoint thread, from the [`Log`] and from
+    /// [`View::settle`]; let go when the `Log` is dropped, so that the
+    /// thread ends.
     chores: Mutex<Option<mpsc::Sender<Chore>>>,
 }
 
@@ -257,6 +258,11 @@ impl Shared {
             Some(reason) => Err(StoreError::Engine(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Hand `chore` to the checkpoint thread; false if it has stopped.
+    fn chore(&self, chore: Chore) -> bool {
+        lock(&self.chores).as_ref().is_some_and(|chores| chores.send(chore).is_ok())
     }
 
     /// Take no more writes, because of `err`; the error to answer with.
@@ -309,8 +315,7 @@ impl View {
             }
             if !shared.applying.swap(true, Ordering::AcqRel) {
                 let through = shared.synced.load(Ordering::Acquire);
-                let sent = lock(&shared.chores).as_ref().is_some_and(|c| c.send(Chore::Apply(through)).is_ok());
-                if !sent {
+                if !shared.chore(Chore::Apply(through)) {
                     shared.applying.store(false, Ordering::Release);
                     return Err(StoreError::Engine("the journal's checkpoint thread has stopped".into()));
                 }
@@ -365,8 +370,6 @@ pub(crate) struct Log {
     /// Close the segment once this much is written ([`SEGMENT_BYTES`]).
     segment_bytes: u64,
     shared: Arc<Shared>,
-    /// Chores for the checkpoint thread.
-    chores: mpsc::Sender<Chore>,
 }
 
 /// What the checkpoint thread is asked to do, in order.
@@ -473,7 +476,7 @@ impl Wal {
             ..Shared::default()
         });
         let chores = start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?;
-        *lock(&shared.chores) = Some(chores.clone());
+        *lock(&shared.chores) = Some(chores);
         let log = Log {
             dir: dir.to_owned(),
             file: create_segment(dir, segment, false)?,
@@ -481,7 +484,6 @@ impl Wal {
             written: 0,
             segment_bytes: SEGMENT_BYTES,
             shared: shared.clone(),
-            chores,
         };
         let everything = View { shared: shared.clone(), everything: true };
         let wal = Wal { next_lsn: last_lsn + 1, shared, everything, pending: Written::default() };
@@ -535,7 +537,7 @@ impl Log {
         } else if lock(&self.shared.memtable).len() >= APPLY_VERSIONS
             && !self.shared.applying.swap(true, Ordering::AcqRel)
         {
-            let _ = self.chores.send(Chore::Apply(synced));
+            let _ = self.shared.chore(Chore::Apply(synced));
         }
         Ok(())
     }
@@ -559,17 +561,17 @@ impl Log {
             Err(err) => {
                 tracing::error!(%err, "cannot start the next log segment; the current one goes on");
                 if spare {
-                    let _ = self.chores.send(Chore::Spare);
+                    let _ = self.shared.chore(Chore::Spare);
                 }
                 return;
             }
         };
         self.file = file;
         self.shared.applying.store(true, Ordering::Release);
-        let _ = self.chores.send(Chore::Apply(synced));
-        let _ = self.chores.send(Chore::Checkpoint(self.segment));
+        let _ = self.shared.chore(Chore::Apply(synced));
+        let _ = self.shared.chore(Chore::Checkpoint(self.segment));
         if spare {
-            let _ = self.chores.send(Chore::Spare);
+            let _ = self.shared.chore(Chore::Spare);
         }
         self.segment += 1;
         self.written = 0;
