@@ -91,7 +91,10 @@ impl Batch {
 
     /// Write the batch to sled key by key, then its LSN.
     fn apply(&self, tree: &sled::Tree, lsn: u64) -> Result<(), StoreError> {
-        write_through(tree, self.ops.iter().map(|(key, value)| (key.as_slice(), value.as_deref())), lsn)
+        for (key, value) in &self.ops {
+            write(tree, key, value.as_deref())?;
+        }
+        set_tree_lsn(tree, lsn)
     }
 
     fn encode(&self, lsn: u64, tree: &[u8], out: &mut Vec<u8>) {
@@ -113,20 +116,6 @@ impl Batch {
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
-}
-
-/// Write `writes` (`None`: remove) to `tree`, then `lsn` as the tree's
-/// LSN: written last, it says the tree holds everything through `lsn`.
-fn write_through<'a>(
-    tree: &sled::Tree,
-    writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    lsn: u64,
-) -> Result<(), StoreError> {
-    for (key, value) in writes {
-        write(tree, key, value)?;
-    }
-    tree.insert(LSN_KEY, &lsn.to_be_bytes()).map_err(engine)?;
-    Ok(())
 }
 
 /// Set `key` of `tree` to `value`, or remove it (`None`).
@@ -215,6 +204,13 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("sync the log directory", dir, e))
+}
+
+/// Record that `tree` holds every batch through `lsn`: written after the
+/// batches' keys, so a crash in between leaves the older LSN and replay
+/// applies them again.
+fn set_tree_lsn(tree: &sled::Tree, lsn: u64) -> Result<(), StoreError> {
+    tree.insert(LSN_KEY, &lsn.to_be_bytes()).map(drop).map_err(engine)
 }
 
 fn tree_lsn(tree: &sled::Tree) -> Result<u64, StoreError> {
@@ -603,7 +599,7 @@ fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
             // on a busy machine); between parts, whoever is waiting runs.
             std::thread::yield_now();
         }
-        part.tree.insert(LSN_KEY, &through.to_be_bytes()).map_err(engine)?;
+        set_tree_lsn(&part.tree, through)?;
     }
     shared.applied.fetch_max(through, Ordering::AcqRel);
     Ok(())
