@@ -12,6 +12,7 @@ mod hot;
 pub mod journal;
 mod memtable;
 mod pages;
+mod round;
 mod sled_store;
 mod wal;
 mod write_behind;

@@ -39,7 +39,8 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
 use super::framing::{self, Reader};
-use super::memtable::{Due, Memtable};
+use super::memtable::Memtable;
+use super::round::Round;
 use super::sled_store::engine;
 
 /// Where each journal tree keeps the LSN of the last batch it holds. The
@@ -119,7 +120,7 @@ impl Batch {
 }
 
 /// Set `key` of `tree` to `value`, or remove it (`None`).
-fn write(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+pub(super) fn write(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
     match value {
         Some(value) => tree.insert(key, value),
         None => tree.remove(key),
@@ -217,10 +218,6 @@ fn tree_lsn(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(tree.get(LSN_KEY).map_err(engine)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
 }
 
-/// Keys the checkpoint thread reads, or forgets, per hold of the
-/// memtable's lock.
-const AT_ONCE: usize = 64;
-
 /// Apply the memtable to sled once it holds this many versions.
 const APPLY_VERSIONS: usize = 8192;
 
@@ -237,6 +234,8 @@ struct Shared {
     spare: AtomicBool,
     /// The checkpoint thread has been asked to apply the memtable.
     applying: AtomicBool,
+    /// The application under way, for a settling caller to help with.
+    round: Mutex<Option<Arc<Round>>>,
     /// The LSN of the last durable write: readers see no later one.
     synced: AtomicU64,
     /// sled holds every write through this LSN (the memtable was applied
@@ -269,7 +268,8 @@ impl Shared {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Lock `mutex`, whether or not a thread panicked holding it.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -297,8 +297,10 @@ impl View {
 
     /// Wait until sled holds every write that was durable when called,
     /// asking the checkpoint thread to apply the memtable now rather than
-    /// once it is full. Benchmarks call it (through [`Store::settle`]) so
-    /// that their figures include that work.
+    /// once it is full, and writing parts of the application under way
+    /// meanwhile (see [`round`](super::round)) rather than sleeping.
+    /// Benchmarks call it (through [`Store::settle`]) so that their figures
+    /// include that work.
     ///
     /// [`Store::settle`]: crate::store::Store::settle
     pub(crate) fn settle(&self) -> Result<(), StoreError> {
@@ -316,7 +318,11 @@ impl View {
                     return Err(StoreError::Engine("the journal's checkpoint thread has stopped".into()));
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            let round = lock(&shared.round).clone();
+            match round {
+                Some(round) => round.help(&shared.memtable),
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
         }
     }
 
@@ -575,31 +581,18 @@ impl Log {
 }
 
 /// Apply every write through LSN `through` (all durable) to sled: per key
-/// its latest version up to there, then each tree's LSN. A round holds
-/// thousands of keys, and the committer (and every reader) needs the
-/// memtable's lock all the time: holding it for the whole round stalled
-/// them for milliseconds. So the lock is taken only to hand over the
-/// round's keys, then for each part of [`AT_ONCE`] keys to read their
-/// values and, once sled holds them, to forget them; sled is written with
-/// the lock let go, and the thread yields the processor between parts.
+/// its latest version up to there, then each tree's LSN. The round is
+/// published in [`Shared`] while it runs, so that a caller of
+/// [`View::settle`] waiting for it writes parts of it too.
 fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
-    let due = lock(&shared.memtable).due(through);
-    for part in Due::group(due) {
-        for keys in part.keys.chunks(AT_ONCE) {
-            let values = lock(&shared.memtable).latest(&part.tree, keys, through);
-            for (key, value) in keys.iter().zip(&values) {
-                if let Some(value) = value {
-                    write(&part.tree, key, value.as_deref())?;
-                }
-            }
-            lock(&shared.memtable).forget(&part.tree, keys, through);
-            // A round is tens of milliseconds of sled inserts. Without a
-            // pause, a routing thread or the committer woken meanwhile
-            // waited for the scheduler to preempt this thread (milliseconds
-            // on a busy machine); between parts, whoever is waiting runs.
-            std::thread::yield_now();
-        }
-        set_tree_lsn(&part.tree, through)?;
+    let round = Arc::new(Round::start(&shared.memtable, through));
+    *lock(&shared.round) = Some(round.clone());
+    round.help(&shared.memtable);
+    let outcome = round.wait();
+    lock(&shared.round).take();
+    outcome?;
+    for tree in round.trees() {
+        set_tree_lsn(tree, through)?;
     }
     shared.applied.fetch_max(through, Ordering::AcqRel);
     Ok(())
@@ -694,6 +687,7 @@ fn prepare_spare(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::round::AT_ONCE;
 
     /// A new database with a `journal` tree, and its log.
     fn fresh() -> (tempfile::TempDir, sled::Db, sled::Tree, Wal, Log) {
