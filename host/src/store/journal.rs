@@ -398,8 +398,10 @@ impl Stored {
 
 /// A journal record as stored: [`BINARY_RECORD`], then postcard.
 fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(record, vec![BINARY_RECORD])
-        .map_err(|e| StoreError::Engine(format!("cannot encode a journal record: {e}")))
+    // Records are a few hundred bytes: one allocation, not a growth per field.
+    let mut bytes = Vec::with_capacity(512);
+    bytes.push(BINARY_RECORD);
+    postcard::to_extend(record, bytes).map_err(|e| StoreError::Engine(format!("cannot encode a journal record: {e}")))
 }
 
 /// A journal record read back, binary or (written by an earlier version)

@@ -55,7 +55,13 @@ impl Memtable {
         let held = self.trees.entry(name).or_default();
         let mut keys = Vec::with_capacity(batch.ops().len());
         for (key, value) in batch.ops() {
-            held.entry(key.clone()).or_default().push((lsn, value.as_deref().map(sled::IVec::from)));
+            let version = (lsn, value.clone());
+            match held.get_mut(key.as_slice()) {
+                Some(versions) => versions.push(version),
+                None => {
+                    held.insert(key.clone(), vec![version]);
+                }
+            }
             keys.push(key.clone());
         }
         self.versions += keys.len();

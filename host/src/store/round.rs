@@ -110,7 +110,7 @@ impl Round {
         let values = lock(memtable).latest(&part.tree, &part.keys, self.through);
         for (key, value) in part.keys.iter().zip(&values) {
             if let Some(value) = value {
-                write(&part.tree, key, value.as_deref())?;
+                write(&part.tree, key, value.as_ref())?;
             }
         }
         lock(memtable).forget(&part.tree, &part.keys, self.through);

@@ -56,14 +56,17 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 const SPARE: &str = "spare";
 
 /// One atomic write to one tree: inserts and removals, applied in order.
+///
+/// Values are [`sled::IVec`]s from the start: the memtable holds the same
+/// bytes and hands them to sled without copying them again.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<(Vec<u8>, Option<sled::IVec>)>,
 }
 
 impl Batch {
     /// Set `key` to `value`.
-    pub(crate) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub(crate) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<sled::IVec>) {
         self.ops.push((key.into(), Some(value.into())));
     }
 
@@ -73,7 +76,7 @@ impl Batch {
     }
 
     /// Its writes, in order.
-    pub(crate) fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+    pub(crate) fn ops(&self) -> &[(Vec<u8>, Option<sled::IVec>)] {
         &self.ops
     }
 
@@ -93,7 +96,7 @@ impl Batch {
     /// Write the batch to sled key by key, then its LSN.
     fn apply(&self, tree: &sled::Tree, lsn: u64) -> Result<(), StoreError> {
         for (key, value) in &self.ops {
-            write(tree, key, value.as_deref())?;
+            write(tree, key, value.as_ref())?;
         }
         set_tree_lsn(tree, lsn)
     }
@@ -120,9 +123,9 @@ impl Batch {
 }
 
 /// Set `key` of `tree` to `value`, or remove it (`None`).
-pub(super) fn write(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+pub(super) fn write(tree: &sled::Tree, key: &[u8], value: Option<&sled::IVec>) -> Result<(), StoreError> {
     match value {
-        Some(value) => tree.insert(key, value),
+        Some(value) => tree.insert(key, value.clone()),
         None => tree.remove(key),
     }
     .map(drop)
@@ -147,7 +150,7 @@ fn read_record(payload: &[u8]) -> Option<Record> {
     for _ in 0..count {
         let insert = r.take(1)?[0] == 1;
         let key = r.field()?.to_vec();
-        batch.ops.push((key, if insert { Some(r.field()?.to_vec()) } else { None }));
+        batch.ops.push((key, if insert { Some(sled::IVec::from(r.field()?)) } else { None }));
     }
     r.is_empty().then_some(Record { lsn, tree, batch })
 }
@@ -712,7 +715,7 @@ mod tests {
         assert!(clean);
         assert_eq!(found.len(), 2);
         assert_eq!((found[0].lsn, found[0].tree.as_slice()), (7, b"journal".as_slice()));
-        assert_eq!(found[0].batch.ops, vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)]);
+        assert_eq!(found[0].batch.ops, vec![(b"a".to_vec(), Some(sled::IVec::from("1"))), (b"b".to_vec(), None)]);
         assert_eq!((found[1].lsn, found[1].tree.as_slice()), (8, b"tenant:x:journal".as_slice()));
         for cut in 1..out.len() {
             let (found, clean) = records(&out[..cut]);
