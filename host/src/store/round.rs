@@ -1,25 +1,19 @@
 //! One application of the journal's memtable to sled, which whoever waits
 //! for it helps with.
 //!
-//! The checkpoint thread applies the memtable on one thread, at normal
-//! priority, so that it keeps up while routing keeps the other processors.
-//! But a round of thousands of keys on one thread left processors idle: the
-//! last third of a benchmark's window was that round alone, and under load
-//! a tenth of the processors' time went unused. So a [`Round`] is cut into
-//! parts of [`AT_ONCE`] keys of one tree, and parts are *taken*:
-//!
-//! - the checkpoint thread takes them one after another;
-//! - the *helper* thread, at the lowest priority (it runs only when nothing
-//!   else wants a processor), takes them too;
-//! - a caller of [`Store::settle`](crate::store::Store::settle), waiting
-//!   for sled to catch up, takes them rather than sleep.
-//!
-//! Parts hold disjoint keys, so they can be written to sled in any order;
-//! the trees' LSNs are written only once every part is in. The round under
-//! way is on a [`Rounds`] board for the others to find.
+//! The checkpoint thread applies the memtable in the background, on one
+//! thread, so that routing keeps the other processors. But when a caller
+//! of [`Store::settle`](crate::store::Store::settle) waits for sled to
+//! catch up, a round of thousands of keys on one thread left the other
+//! processors idle: measured under load, a third of a benchmark's window
+//! was that tail. So a [`Round`] is cut into parts of [`AT_ONCE`] keys of
+//! one tree, and parts are *taken*: the checkpoint thread takes them one
+//! after another, and a settling caller, instead of sleeping, takes them
+//! too. Parts hold disjoint keys, so they can be written to sled in any
+//! order; the trees' LSNs are written only once every part is in.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Condvar, Mutex};
 
 use super::StoreError;
 use super::memtable::{Due, Memtable};
@@ -29,74 +23,6 @@ use super::wal::{lock, write};
 /// committer needs that lock for every write, so it is held for about this
 /// many keys' lookups at a time, never for a whole round's sled writes.
 pub(crate) const AT_ONCE: usize = 64;
-
-/// Where the round under way is published, for helpers to find.
-#[derive(Default)]
-pub(crate) struct Rounds {
-    /// The round under way, and whether the journal is closed.
-    slot: Mutex<(Option<Arc<Round>>, bool)>,
-    posted: Condvar,
-}
-
-impl Rounds {
-    /// Put `round` on the board and wake the helper.
-    pub(crate) fn publish(&self, round: Arc<Round>) {
-        lock(&self.slot).0 = Some(round);
-        self.posted.notify_all();
-    }
-
-    /// Take the finished round off the board.
-    pub(crate) fn clear(&self) {
-        lock(&self.slot).0 = None;
-    }
-
-    /// The round under way, if any.
-    pub(crate) fn current(&self) -> Option<Arc<Round>> {
-        lock(&self.slot).0.clone()
-    }
-
-    /// The journal is gone: the helper ends.
-    pub(crate) fn close(&self) {
-        lock(&self.slot).1 = true;
-        self.posted.notify_all();
-    }
-
-    /// Wait for a round other than `helped`; `None` once closed.
-    fn next(&self, helped: &Weak<Round>) -> Option<Arc<Round>> {
-        let mut slot = lock(&self.slot);
-        loop {
-            if slot.1 {
-                return None;
-            }
-            if let Some(round) = slot.0.as_ref().filter(|round| !std::ptr::eq(Arc::as_ptr(round), helped.as_ptr())) {
-                return Some(round.clone());
-            }
-            slot = self.posted.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-}
-
-/// Start the helper thread: at the lowest priority, it writes parts of
-/// every round published on `rounds` until they are closed.
-pub(crate) fn start_helper(
-    rounds: Arc<Rounds>,
-    memtable: Arc<Mutex<Memtable>>,
-) -> Result<std::thread::JoinHandle<()>, StoreError> {
-    std::thread::Builder::new()
-        .name("journal-help".into())
-        .spawn(move || {
-            // Best effort: at normal priority it would still be correct,
-            // only in routing's way.
-            #[cfg(unix)]
-            let _ = rustix::process::nice(19);
-            let mut helped = Weak::new();
-            while let Some(round) = rounds.next(&helped) {
-                round.help(&memtable);
-                helped = Arc::downgrade(&round);
-            }
-        })
-        .map_err(|e| StoreError::Engine(format!("cannot start the journal's helper thread: {e}")))
-}
 
 /// Some keys of one tree, applied together.
 struct Part {
@@ -230,27 +156,5 @@ mod tests {
         assert_eq!(other.len(), keys, "the other tree's parts too");
         assert_eq!(journal.len(), keys - 1);
         assert_eq!(lock(&memtable).len(), 1, "only the write after the round is held");
-    }
-
-    #[test]
-    fn the_helper_applies_a_published_round_alone_and_ends_when_closed() {
-        let db = sled::Config::new().temporary(true).open().expect("open");
-        let tree = db.open_tree("journal").expect("tree");
-        let memtable = Arc::new(Mutex::new(Memtable::default()));
-        for i in 0..AT_ONCE * 3 {
-            let key = format!("m/{i:04}");
-            lock(&memtable).insert(&tree, 1, &Batch::of(&[(key.as_str(), Some("v"))]));
-        }
-        let rounds = Arc::new(Rounds::default());
-        let helper = start_helper(rounds.clone(), memtable.clone()).expect("helper");
-        let round = Arc::new(Round::start(&memtable, 1));
-        rounds.publish(round.clone());
-        // Nobody else takes a part: waiting ends only if the helper wrote them all.
-        round.wait().expect("every part written");
-        rounds.clear();
-        assert_eq!(tree.len(), AT_ONCE * 3);
-        assert_eq!(lock(&memtable).len(), 0);
-        rounds.close();
-        helper.join().expect("the helper ends once closed");
     }
 }

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use super::StoreError;
 use super::framing::{self, Reader};
 use super::memtable::Memtable;
-use super::round::{Round, Rounds, start_helper};
+use super::round::Round;
 use super::sled_store::engine;
 
 /// Where each journal tree keeps the LSN of the last batch it holds. The
@@ -228,7 +228,7 @@ const APPLY_VERSIONS: usize = 8192;
 #[derive(Default)]
 struct Shared {
     /// Writes not yet applied to sled; everyone reads them first.
-    memtable: Arc<Mutex<Memtable>>,
+    memtable: Mutex<Memtable>,
     /// Set when a sync or an application to sled failed: what the file or
     /// sled holds after that is unknown, so the log takes no more writes
     /// until the host restarts (and replays it).
@@ -237,9 +237,8 @@ struct Shared {
     spare: AtomicBool,
     /// The checkpoint thread has been asked to apply the memtable.
     applying: AtomicBool,
-    /// The application under way, for the helper thread and settling
-    /// callers to help with.
-    rounds: Arc<Rounds>,
+    /// The application under way, for a settling caller to help with.
+    round: Mutex<Option<Arc<Round>>>,
     /// The LSN of the last durable write: readers see no later one.
     synced: AtomicU64,
     /// sled holds every write through this LSN (the memtable was applied
@@ -322,7 +321,8 @@ impl View {
                     return Err(StoreError::Engine("the journal's checkpoint thread has stopped".into()));
                 }
             }
-            match shared.rounds.current() {
+            let round = lock(&shared.round).clone();
+            match round {
                 Some(round) => round.help(&shared.memtable),
                 None => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
@@ -481,7 +481,6 @@ impl Wal {
             ..Shared::default()
         });
         let chores = start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?;
-        start_helper(shared.rounds.clone(), shared.memtable.clone())?;
         *lock(&shared.chores) = Some(chores);
         let log = Log {
             dir: dir.to_owned(),
@@ -552,7 +551,6 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         lock(&self.shared.chores).take();
-        self.shared.rounds.close();
     }
 }
 
@@ -587,14 +585,14 @@ impl Log {
 
 /// Apply every write through LSN `through` (all durable) to sled: per key
 /// its latest version up to there, then each tree's LSN. The round is
-/// published on [`Shared`]'s [`Rounds`] while it runs, so that the helper
-/// thread and a caller of [`View::settle`] write parts of it too.
+/// published in [`Shared`] while it runs, so that a caller of
+/// [`View::settle`] waiting for it writes parts of it too.
 fn apply_through(shared: &Shared, through: u64) -> Result<(), StoreError> {
     let round = Arc::new(Round::start(&shared.memtable, through));
-    shared.rounds.publish(round.clone());
+    *lock(&shared.round) = Some(round.clone());
     round.help(&shared.memtable);
     let outcome = round.wait();
-    shared.rounds.clear();
+    lock(&shared.round).take();
     outcome?;
     for tree in round.trees() {
         set_tree_lsn(tree, through)?;
