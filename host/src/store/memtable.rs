@@ -6,10 +6,10 @@
 //! when sent, within milliseconds. Writing each of those to sled as it
 //! happens cost more than routing the message. So the [`Memtable`] keeps
 //! every version of every key written since the last application, and the
-//! log's sync thread applies them *through* an LSN `L` now and then: for
-//! each key, only its latest version at or before `L` (what sled must hold
-//! to equal the journal as of `L`), and nothing for a key that was inserted
-//! and removed. Versions after `L` (writes not yet durable) stay.
+//! log's checkpoint thread applies them *through* an LSN `L` now and then
+//! (see [`round`](super::round)): for each key, only its latest version at
+//! or before `L` (what sled must hold to equal the journal as of `L`).
+//! Versions after `L` (writes not yet durable) stay.
 //!
 //! Everyone who reads the journal reads the memtable first, then sled:
 //! the journal's own writes every version, other readers only the durable

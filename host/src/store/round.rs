@@ -72,10 +72,14 @@ impl Round {
         &self.trees
     }
 
-    /// Take parts and write them to sled until none is left to take.
+    /// Take parts and write them to sled until none is left to take. Once
+    /// a part has failed, the parts taken after it are counted but not
+    /// written: the journal takes no more writes then, and its log is
+    /// replayed at the next start.
     pub(crate) fn help(&self, memtable: &Mutex<Memtable>) {
         while let Some(part) = self.parts.get(self.next.fetch_add(1, Ordering::AcqRel)) {
-            let outcome = self.apply(memtable, part);
+            let failed = lock(&self.finished).1.is_some();
+            let outcome = if failed { Ok(()) } else { self.apply(memtable, part) };
             let mut finished = lock(&self.finished);
             finished.0 += 1;
             if let Err(err) = outcome {
