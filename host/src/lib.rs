@@ -42,6 +42,7 @@ pub mod process;
 pub mod router;
 pub mod scaffold;
 pub mod store;
+mod sync;
 pub mod tenant;
 pub mod watch;
 

@@ -26,6 +26,7 @@ use crate::plugins::{
 use crate::router::{App, Backend, Durability, Observer, Router, RouterLink, RouterOptions};
 use crate::store::Store;
 use crate::store::journal::Journal;
+use crate::sync::lock;
 
 /// One running tenant.
 pub struct Tenant {
@@ -253,7 +254,7 @@ impl RateLimit {
     }
 
     fn take(&self) -> Result<(), Duration> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = lock(&self.state);
         let now = Instant::now();
         let (tokens, last) = *state;
         let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);

@@ -4,6 +4,7 @@
 //! per message. While paused, calls fail at once; the router treats that
 //! like any failure and the message goes on past the plugin.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -56,7 +57,7 @@ pub struct Health {
 
 impl Breaker {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// `Err` with the reason while the plugin is paused.
@@ -108,7 +109,7 @@ impl Breaker {
 
     /// Count a failed call without holding it against the plugin's health.
     pub fn counted(&self, why: &str) {
-        let mut count = self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut count = lock(&self.count);
         count.failures += 1;
         count.last_failure = Some(why.to_owned());
     }
@@ -120,7 +121,7 @@ impl Breaker {
             let wall = SystemTime::now() + (until - Instant::now());
             wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
         });
-        let count = self.count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = lock(&self.count);
         Health {
             failures_in_a_row: state.failures_in_a_row,
             paused_until,

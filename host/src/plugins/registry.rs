@@ -21,6 +21,7 @@ use crate::router::{
     App, Backend, BoxFuture, InboundRequest, InboundResponse, Phase, PhaseOutcome, PhaseSet, PluginFailure, SendError,
 };
 use crate::store::now_ms;
+use crate::sync::lock;
 
 /// A plugin whose version can be replaced while calls run.
 pub struct Slot<T> {
@@ -197,7 +198,7 @@ impl PluginRegistry {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.entries)
     }
 
     fn new_info(spec: &PluginSpec, kind: PluginKind, source: &str, bytes: &[u8], version: u64) -> PluginInfo {

@@ -9,9 +9,10 @@
 //! same lock, so the cache never holds an older record than sled.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use super::StoreError;
+use crate::sync::lock;
 
 /// Most records one cache holds; past that it starts again empty.
 const MAX_RECORDS: usize = 100_000;
@@ -40,7 +41,7 @@ fn cache_key(tree: &sled::Tree, key: &[u8]) -> Vec<u8> {
 
 impl<T: Clone> RecordCache<T> {
     fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, T>> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.records)
     }
 
     /// The record under `key` of `tree`: from memory, or else from `load`

@@ -17,7 +17,8 @@ use std::sync::{Condvar, Mutex};
 
 use super::StoreError;
 use super::memtable::{Due, Memtable};
-use super::wal::{lock, write};
+use super::wal::write;
+use crate::sync::lock;
 
 /// Keys written to sled between two takings of the memtable's lock. The
 /// committer needs that lock for every write, so it is held for about this

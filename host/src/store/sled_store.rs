@@ -10,6 +10,7 @@ use super::write_behind::WriteBehind;
 
 use super::{BackendRecord, ConnectionRecord, Store, StoreError, check_name, now_ms};
 use crate::messages::{Connection, Contact, generate_id};
+use crate::sync::lock;
 
 /// A [`Store`] in a sled database directory: the default tenant's trees,
 /// or with [`tenant`](SledStore::tenant), another tenant's.
@@ -118,7 +119,7 @@ impl SledStore {
     /// to disk before `old` is dropped, so a crash in between only means
     /// doing it again: nothing has written plugin data since.
     fn adopt_unpaged_plugin_data(&self, old: &str) -> Result<(), StoreError> {
-        let _one_at_a_time = self.shared.adopting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = lock(&self.shared.adopting);
         if !self.db.tree_names().iter().any(|name| name == old.as_bytes()) {
             return Ok(());
         }
@@ -152,7 +153,7 @@ impl SledStore {
     /// shares one committer thread, so one fsync serves all tenants.
     pub fn journal(&self) -> Result<Journal, StoreError> {
         let committer = {
-            let mut slot = self.shared.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slot = lock(&self.shared.committer);
             match &*slot {
                 Some(committer) => committer.clone(),
                 None => slot.insert(Committer::start(&self.db, &self.shared.log)?).clone(),
@@ -320,7 +321,7 @@ impl Store for SledStore {
     }
 
     fn settle(&self) -> Result<(), StoreError> {
-        let committer = self.shared.committer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let committer = lock(&self.shared.committer).clone();
         if let Some(committer) = committer {
             committer.settle()?;
         }

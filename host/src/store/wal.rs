@@ -42,6 +42,7 @@ use super::framing::{self, Reader};
 use super::memtable::Memtable;
 use super::round::Round;
 use super::sled_store::engine;
+use crate::sync::lock;
 
 /// Where each journal tree keeps the LSN of the last batch it holds. The
 /// journal's own keys all start with a letter and `/`, so none collide.
@@ -269,11 +270,6 @@ impl Shared {
         *lock(&self.broken) = Some(reason.clone());
         StoreError::Engine(reason)
     }
-}
-
-/// Lock `mutex`, whether or not a thread panicked holding it.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How the journal's readers see a tree: the memtable over sled, durable

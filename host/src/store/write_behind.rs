@@ -39,6 +39,7 @@ use sled::IVec;
 
 use super::StoreError;
 use super::pages::{Lows, Pages, Writes};
+use crate::sync::lock;
 
 /// Most keys held in memory at once, across every tree.
 pub(crate) const MAX_HELD: usize = 65_536;
@@ -104,7 +105,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 

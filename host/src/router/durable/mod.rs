@@ -42,6 +42,7 @@ use crate::store::journal::{
     Accepted, Direction, Journal, MessageRecord, Queued, Staged, Status, TransmissionKey, TransmissionRecord,
 };
 use crate::store::{StoreError, now_ms};
+use crate::sync::lock;
 
 /// How failed sends are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,10 +597,6 @@ impl Router {
     pub(super) fn retry_policy(&self) -> RetryPolicy {
         self.durable().map(|d| d.options.retry).unwrap_or_default()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
