@@ -25,16 +25,11 @@ use crate::sync::lock;
 /// many keys' lookups at a time, never for a whole round's sled writes.
 pub(crate) const AT_ONCE: usize = 64;
 
-/// Some keys of one tree, applied together.
-struct Part {
-    tree: sled::Tree,
-    keys: Vec<Vec<u8>>,
-}
-
 /// An application of the memtable to sled through one LSN, in parts.
 pub(crate) struct Round {
     through: u64,
-    parts: Vec<Part>,
+    /// At most [`AT_ONCE`] keys of one tree each, applied together.
+    parts: Vec<Due>,
     /// Every tree with a part, once.
     trees: Vec<sled::Tree>,
     /// The next part to take.
@@ -54,7 +49,7 @@ impl Round {
         for Due { tree, keys } in Due::group(due) {
             let mut keys = keys.into_iter().peekable();
             while keys.peek().is_some() {
-                parts.push(Part { tree: tree.clone(), keys: keys.by_ref().take(AT_ONCE).collect() });
+                parts.push(Due { tree: tree.clone(), keys: keys.by_ref().take(AT_ONCE).collect() });
             }
             trees.push(tree);
         }
@@ -111,7 +106,7 @@ impl Round {
     /// Read the part's values as of the round's LSN, write them to sled,
     /// then drop them from the memtable: what is forgotten is in sled
     /// already, so readers see the same values either way.
-    fn apply(&self, memtable: &Mutex<Memtable>, part: &Part) -> Result<(), StoreError> {
+    fn apply(&self, memtable: &Mutex<Memtable>, part: &Due) -> Result<(), StoreError> {
         let values = lock(memtable).latest(&part.tree, &part.keys, self.through);
         for (key, value) in part.keys.iter().zip(&values) {
             if let Some(value) = value {
