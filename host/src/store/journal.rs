@@ -56,6 +56,7 @@ use super::sled_store::engine;
 use super::wal::{Batch, Log, Txn, View, Wal, Written};
 use super::{StoreError, now_ms};
 use crate::messages::{Connection, Fields, MessageClass};
+use crate::sync::recv_soon;
 
 /// Whether a message came in or goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +270,14 @@ type Job = Box<dyn FnOnce(&sled::Db, &mut Wal) -> Finish + Send>;
 
 /// Most writes one group commit takes before it flushes.
 const MAX_GROUP: usize = 4096;
+
+/// How long the committer looks for the next write before it sleeps (see
+/// [`recv_soon`]). Under load the next write comes within microseconds.
+/// Measured with `receive_bench --durable` in 22 alternating pairs, looking
+/// for 50 µs routed more messages per second in 17 (medians +3.8% and
+/// +5.2% in two sets); the open-loop p99 did not change. Looking longer
+/// in the sync thread too raised the p99.
+const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The journal. Cheap to clone; clones share the committer.
 #[derive(Clone)]
@@ -850,7 +859,7 @@ struct Group {
 /// The committer: run every waiting job and hand them, as one group, to
 /// the sync thread; then go on with the next jobs while that group syncs.
 fn commit_loop(db: &sled::Db, wal: &mut Wal, jobs: &mpsc::Receiver<Job>, groups: &mpsc::Sender<Group>) {
-    while let Ok(first) = jobs.recv() {
+    while let Ok(first) = recv_soon(jobs, WRITE_PATIENCE) {
         let mut finishing = vec![first(db, wal)];
         while finishing.len() < MAX_GROUP {
             match jobs.try_recv() {
