@@ -131,7 +131,7 @@ async fn a_backend_swapped_100_times_under_load_loses_and_repeats_nothing() {
     let draining: usize = reports.iter().map(|r| r.draining_calls).sum();
     println!(
         "hot swap: {SWAPS} swaps under {} messages from {SENDERS} senders; lost 0, repeated 0; \
-         calls held off per swap: median {:.2} µs, max {:.2} µs; load per swap median {:.1} ms; \
+         stall (the exchange) per swap: median {:.2} µs, max {:.2} µs; load per swap median {:.1} ms; \
          {draining} calls finished on an old version; latency p50/p99 {:.0}/{:.0} µs while swapping vs {:.0}/{:.0} µs without",
         texts.len(),
         percentile(&stalls, 50),

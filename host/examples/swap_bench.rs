@@ -6,8 +6,8 @@
 //! cargo run --release -p rapidwasm --example swap_bench -- [SWAPS] [SENDERS]
 //! ```
 //!
-//! Prints the median and largest time new calls were held off per swap
-//! (the stall), the median load time of the new version (calls run on
+//! Prints the median and largest time each swap's exchange of versions
+//! took (the stall; no call waits for it), the median load time of the new version (calls run on
 //! meanwhile), and message latency with and without swapping.
 
 use std::sync::Arc;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
 
     let largest = stalls.iter().copied().fold(0.0, f64::max);
     println!(
-        "{swaps} swaps under load from {senders} senders: calls held off median {:.2} µs, largest {largest:.2} µs; \
+        "{swaps} swaps under load from {senders} senders: stall (the exchange) median {:.2} µs, largest {largest:.2} µs; \
          loading the new version median {:.2} ms (calls ran on)",
         median(stalls),
         median(loads)

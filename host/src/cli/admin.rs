@@ -75,7 +75,7 @@ pub async fn plugins(config: &Config, tenant: Option<&str>, action: Plugins) -> 
             let path = format!("{base}/{name}/swap");
             let report: SwapReport = remote::post_as(listen, &path, &request, Some(&token)).await?;
             println!(
-                "swapped {} to v{} ({}): loaded in {:.1} ms, calls held off {:.1} µs, {} calls finishing on the old version",
+                "swapped {} to v{} ({}): loaded in {:.1} ms, exchanged in {:.1} µs, {} calls finishing on the old version",
                 report.plugin.name,
                 report.plugin.version,
                 report.plugin.source,

@@ -5,13 +5,17 @@
 //! a call already running finishes on the old version while new calls use
 //! the new one. A swap first loads the new component completely — compile
 //! (or reuse the compiled cache), check it fits the world it replaces,
-//! configure a first instance — and only then replaces the `Arc` under a
-//! write lock held for the replacement alone. The old version is dropped
-//! when its last call ends. A swap that fails validation changes nothing.
+//! configure a first instance — and only then swaps the `Arc` in with one
+//! atomic exchange ([`arc_swap`]): no call waits for the swap, and the swap
+//! waits for no call, even one whose thread the scheduler has put aside.
+//! The old version is dropped when its last call ends. A swap that fails
+//! validation changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use super::cache::sha256_hex;
@@ -26,32 +30,29 @@ use crate::sync::lock;
 /// A plugin whose version can be replaced while calls run.
 pub struct Slot<T> {
     name: String,
-    current: RwLock<Arc<T>>,
+    current: ArcSwap<T>,
     /// The running version's phases (apps; empty for backends), kept
-    /// beside the lock: the router asks for every phase of every message.
+    /// beside the version: the router asks for every phase of every message.
     phases: AtomicU8,
 }
 
 impl<T> Slot<T> {
     fn new(name: String, first: T, phases: PhaseSet) -> Self {
-        Slot { name, current: RwLock::new(Arc::new(first)), phases: AtomicU8::new(phases.bits()) }
+        Slot { name, current: ArcSwap::from_pointee(first), phases: AtomicU8::new(phases.bits()) }
     }
 
     /// The version new calls use.
     pub fn current(&self) -> Arc<T> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.current.load_full()
     }
 
-    /// Put `next` in place; returns how long calls were held off and how
+    /// Put `next` in place; returns how long the exchange took and how
     /// many calls the old version was still running.
     fn replace(&self, next: T, phases: PhaseSet) -> (Duration, usize) {
         let next = Arc::new(next);
         let started = Instant::now();
-        let old = {
-            let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.phases.store(phases.bits(), Ordering::Release);
-            std::mem::replace(&mut *current, next)
-        };
+        self.phases.store(phases.bits(), Ordering::Release);
+        let old = self.current.swap(next);
         let stall = started.elapsed();
         // Our own reference aside, every other one is a call in flight.
         (stall, Arc::strong_count(&old) - 1)
@@ -142,7 +143,8 @@ pub struct SwapReport {
     pub plugin: PluginInfo,
     /// Time to load and check the new version (µs); calls ran meanwhile.
     pub load_us: u64,
-    /// Time new calls were held off while the version was replaced (ns).
+    /// Time the exchange of versions took (ns): the swap's stall. No call
+    /// waits for it; calls starting meanwhile take one version or the other.
     pub stall_ns: u64,
     /// Calls still running on the old version, which it finishes.
     pub draining_calls: usize,
