@@ -51,7 +51,8 @@ pub(crate) const LSN_KEY: &[u8] = b"_/lsn";
 /// A segment this large is closed and checkpointed.
 const SEGMENT_BYTES: u64 = 16 << 20;
 
-/// The next segment, zero-filled ahead of time by the checkpoint thread:
+/// The next segment, zero-filled ahead of time (by the checkpoint thread,
+/// or at open for the first segment when the last run left none):
 /// overwriting blocks that exist lets `fdatasync` skip writing the inode
 /// (appending changes the file's size, which costs a second write per sync).
 const SPARE: &str = "spare";
@@ -476,11 +477,22 @@ impl Wal {
             applied: AtomicU64::new(last_lsn),
             ..Shared::default()
         });
+        // The first segment is a spare too: the one the last run left, or
+        // one zero-filled now (before the checkpoint thread starts making
+        // the next). Appending to it instead cost every fsync until the
+        // first checkpoint a second write, the inode's.
+        let zeroed = dir.join(SPARE).exists()
+            || prepare_spare(dir)
+                .inspect_err(
+                    |err| tracing::warn!(%err, "cannot zero-fill the first log segment; it will be appended to"),
+                )
+                .is_ok();
+        let first = create_segment(dir, segment, zeroed)?;
         let chores = start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?;
         *lock(&shared.chores) = Some(chores);
         let log = Log {
             dir: dir.to_owned(),
-            file: create_segment(dir, segment, false)?,
+            file: first,
             segment,
             written: 0,
             segment_bytes: SEGMENT_BYTES,
@@ -850,14 +862,15 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let first = synced.segment;
+        let size = |number: u64| std::fs::metadata(segment_path(&log, number)).expect("segment").len();
+        assert_eq!(size(first), SEGMENT_BYTES, "the first segment is zero-filled too");
         let long = "v".repeat(200);
         for i in 0..40 {
             Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[(&format!("m/{i}"), Some(&long))])).expect("apply");
             synced.sync(&[wal.take()]).expect("sync");
             if i == 20 {
                 assert_eq!(synced.segment, first + 1, "the log moved on to the next segment");
-                let size = std::fs::metadata(segment_path(&log, first + 1)).expect("second segment").len();
-                assert_eq!(size, SEGMENT_BYTES, "the second segment is the zero-filled spare");
+                assert_eq!(size(first + 1), SEGMENT_BYTES, "the second segment is the zero-filled spare");
             }
         }
         while segments(&log).expect("segments").first().map(|s| s.0) == Some(first) {
@@ -868,8 +881,9 @@ mod tests {
         drop((wal, synced));
         tree.remove("m/39").expect("remove");
         tree.insert(LSN_KEY, &1u64.to_be_bytes()).expect("rewind the LSN");
-        let (_, _, replayed) = Wal::open(&db, &log).expect("replay");
+        let (_, reopened, replayed) = Wal::open(&db, &log).expect("replay");
         assert!(!replayed.torn && replayed.applied > 0, "{replayed:?}");
         assert_eq!(value(&tree, "m/39").map(|v| v.len()), Some(200));
+        assert_eq!(size(reopened.segment), SEGMENT_BYTES, "the spare the last run left, or a new one");
     }
 }
