@@ -15,7 +15,8 @@
 //! the journal's own writes every version, other readers only the durable
 //! ones.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use super::wal::Batch;
 
@@ -27,23 +28,27 @@ fn newest(versions: &Versions, upto: u64) -> Option<Option<sled::IVec>> {
     versions.iter().rev().find(|(lsn, _)| *lsn <= upto).map(|(_, value)| value.clone())
 }
 
-/// One tree's keys with versions in memory.
+/// One tree's keys with versions in memory, in key order.
 type TreeKeys = BTreeMap<Vec<u8>, Versions>;
 
-/// The keys of one tree that an application through an LSN writes.
+/// Some keys of one tree that an application through an LSN writes.
 pub(crate) struct Due {
     /// The tree.
     pub(crate) tree: sled::Tree,
-    /// Every key a batch at or before the LSN wrote, sorted, each once.
+    /// Keys a batch at or before the LSN wrote, sorted, each once.
     pub(crate) keys: Vec<Vec<u8>>,
+}
+
+/// One tree's held keys, and the tree to apply them to.
+struct Held {
+    tree: sled::Tree,
+    keys: TreeKeys,
 }
 
 /// Every version of every journal key written and not yet applied to sled.
 #[derive(Default)]
 pub(crate) struct Memtable {
-    trees: HashMap<sled::IVec, TreeKeys>,
-    /// Batches not yet applied, in LSN order: their tree and keys.
-    batches: VecDeque<(u64, sled::Tree, Vec<Vec<u8>>)>,
+    trees: HashMap<sled::IVec, Held>,
     /// Versions held.
     versions: usize,
 }
@@ -51,9 +56,11 @@ pub(crate) struct Memtable {
 impl Memtable {
     /// Hold the writes of `batch`, LSN `lsn`, to `tree`.
     pub(crate) fn insert(&mut self, tree: &sled::Tree, lsn: u64, batch: &Batch) {
-        let name = tree.name();
-        let held = self.trees.entry(name).or_default();
-        let mut keys = Vec::with_capacity(batch.ops().len());
+        let held = &mut self
+            .trees
+            .entry(tree.name())
+            .or_insert_with(|| Held { tree: tree.clone(), keys: TreeKeys::new() })
+            .keys;
         for (key, value) in batch.ops() {
             let version = (lsn, value.clone());
             match held.get_mut(key.as_slice()) {
@@ -62,10 +69,8 @@ impl Memtable {
                     held.insert(key.clone(), vec![version]);
                 }
             }
-            keys.push(key.clone());
         }
-        self.versions += keys.len();
-        self.batches.push_back((lsn, tree.clone(), keys));
+        self.versions += batch.ops().len();
     }
 
     /// How many versions are held.
@@ -76,7 +81,7 @@ impl Memtable {
     /// The newest value, written at or before LSN `upto`, of `key` in tree
     /// `tree`, if the memtable holds one (`Some(None)`: removed).
     pub(crate) fn get(&self, tree: &[u8], key: &[u8], upto: u64) -> Option<Option<sled::IVec>> {
-        let versions = self.trees.get(tree)?.get(key)?;
+        let versions = self.trees.get(tree)?.keys.get(key)?;
         newest(versions, upto)
     }
 
@@ -91,7 +96,7 @@ impl Memtable {
         found: &mut BTreeMap<Vec<u8>, sled::IVec>,
     ) {
         let Some(held) = self.trees.get(tree) else { return };
-        for (key, versions) in held.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+        for (key, versions) in held.keys.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
             match newest(versions, upto) {
                 Some(Some(value)) => {
                     found.insert(key.clone(), value);
@@ -104,15 +109,28 @@ impl Memtable {
         }
     }
 
-    /// Take the batches at or before `through` off the list of batches
-    /// to apply, and hand over each one's tree and keys. This only moves
-    /// them, so the lock is held briefly; the caller groups and sorts them
-    /// with [`Due::group`], then reads their values a part at a time with
-    /// [`latest`](Memtable::latest), writes them to sled and
-    /// [`forget`](Memtable::forget)s them.
-    pub(crate) fn due(&mut self, through: u64) -> Vec<(sled::Tree, Vec<Vec<u8>>)> {
-        let end = self.batches.partition_point(|(lsn, _, _)| *lsn <= through);
-        self.batches.drain(..end).map(|(_, tree, keys)| (tree, keys)).collect()
+    /// Every tree with keys held.
+    pub(crate) fn trees(&self) -> Vec<sled::Tree> {
+        self.trees.values().map(|held| held.tree.clone()).collect()
+    }
+
+    /// Up to `limit` keys of `tree`, in key order and after `after` (from
+    /// the first if `None`), that a batch at or before `through` wrote: a
+    /// stretch of what an application through `through` writes. The keys
+    /// are held in order already, so a round gathers its keys a stretch
+    /// at a time, letting go of the lock (which every journal write takes)
+    /// between stretches, and sorts nothing. The caller reads their values
+    /// a part at a time with [`latest`](Memtable::latest), writes them to
+    /// sled and [`forget`](Memtable::forget)s them.
+    pub(crate) fn due(&self, tree: &sled::Tree, after: Option<&[u8]>, through: u64, limit: usize) -> Vec<Vec<u8>> {
+        let Some(held) = self.trees.get(&tree.name()) else { return Vec::new() };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        held.keys
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .filter(|(_, versions)| versions.first().is_some_and(|(lsn, _)| *lsn <= through))
+            .take(limit)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// The latest version at or before `through` of each of `keys` of
@@ -120,7 +138,7 @@ impl Memtable {
     /// (`None` for a key the memtable no longer holds).
     pub(crate) fn latest(&self, tree: &sled::Tree, keys: &[Vec<u8>], through: u64) -> Vec<Option<Option<sled::IVec>>> {
         let held = self.trees.get(&tree.name());
-        keys.iter().map(|key| newest(held?.get(key)?, through)).collect()
+        keys.iter().map(|key| newest(held?.keys.get(key)?, through)).collect()
     }
 
     /// Drop the versions at or before `through` of `keys` of `tree`, now
@@ -129,7 +147,7 @@ impl Memtable {
     /// sled already, so readers see the same values either way.
     pub(crate) fn forget(&mut self, tree: &sled::Tree, keys: &[Vec<u8>], through: u64) {
         let name = tree.name();
-        let Some(held) = self.trees.get_mut(&name) else { return };
+        let Some(Held { keys: held, .. }) = self.trees.get_mut(&name) else { return };
         for key in keys {
             let Some(versions) = held.get_mut(key) else { continue };
             let before = versions.len();
@@ -142,23 +160,6 @@ impl Memtable {
         if held.is_empty() {
             self.trees.remove(&name);
         }
-    }
-}
-
-impl Due {
-    /// The batches [`Memtable::due`] handed over, per tree, with their
-    /// keys sorted (sled is written in key order) and each once.
-    pub(crate) fn group(batches: Vec<(sled::Tree, Vec<Vec<u8>>)>) -> Vec<Due> {
-        let mut trees: HashMap<sled::IVec, Due> = HashMap::new();
-        for (tree, keys) in batches {
-            trees.entry(tree.name()).or_insert_with(|| Due { tree, keys: Vec::new() }).keys.extend(keys);
-        }
-        let mut due: Vec<Due> = trees.into_values().collect();
-        for part in &mut due {
-            part.keys.sort_unstable();
-            part.keys.dedup();
-        }
-        due
     }
 }
 
@@ -179,19 +180,23 @@ mod tests {
         memtable.insert(&tree, 2, &Batch::of(&[("m/1", Some("routed")), ("i/1", None), ("o/1", Some("t"))]));
         memtable.insert(&tree, 3, &Batch::of(&[("o/1", None), ("t/1", Some("sent"))]));
         memtable.insert(&tree, 4, &Batch::of(&[("m/1", Some("later"))]));
-        assert_eq!(memtable.len(), 8);
+        memtable.insert(&tree, 5, &Batch::of(&[("a/1", Some("only after the LSN"))]));
+        assert_eq!(memtable.len(), 9);
         assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
         assert_eq!(memtable.get(b"journal", b"m/1", 2).as_ref().map(text), Some(Some("routed".into())));
         assert_eq!(memtable.get(b"journal", b"i/1", u64::MAX), Some(None), "removed");
         assert_eq!(memtable.get(b"journal", b"t/1", 2), None, "written after LSN 2");
         assert_eq!(memtable.get(b"journal", b"x", u64::MAX), None, "not held");
 
-        let due = Due::group(memtable.due(3));
-        assert_eq!(due.len(), 1);
-        assert!(memtable.due(3).is_empty(), "the batches were handed over");
-        let values = memtable.latest(&due[0].tree, &due[0].keys, 3);
-        let writes: Vec<(String, Option<String>)> = due[0]
-            .keys
+        assert_eq!(memtable.trees().len(), 1);
+        let names = |keys: &[Vec<u8>]| keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>();
+        let first = memtable.due(&tree, None, 3, 2);
+        assert_eq!(names(&first), ["i/1", "m/1"], "in key order, a stretch at a time; a/1 came later");
+        let rest = memtable.due(&tree, first.last().map(Vec::as_slice), 3, 10);
+        assert_eq!(names(&rest), ["o/1", "t/1"]);
+        let keys = [first, rest].concat();
+        let values = memtable.latest(&tree, &keys, 3);
+        let writes: Vec<(String, Option<String>)> = keys
             .iter()
             .zip(&values)
             .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), text(v.as_ref().expect("held"))))
@@ -206,10 +211,11 @@ mod tests {
             ],
             "the state as of LSN 3, one write per key"
         );
-        memtable.forget(&due[0].tree, &due[0].keys[..2], 3);
-        assert_eq!(memtable.len(), 4, "forgotten a part at a time");
-        memtable.forget(&due[0].tree, &due[0].keys[2..], 3);
-        assert_eq!(memtable.len(), 1, "only the write after LSN 3 is left");
+        memtable.forget(&tree, &keys[..2], 3);
+        assert_eq!(memtable.len(), 5, "forgotten a part at a time");
+        memtable.forget(&tree, &keys[2..], 3);
+        assert_eq!(memtable.len(), 2, "only the writes after LSN 3 are left");
+        assert!(memtable.due(&tree, None, 3, 10).is_empty(), "nothing through LSN 3 is left to apply");
         assert_eq!(memtable.get(b"journal", b"m/1", u64::MAX).as_ref().map(text), Some(Some("later".into())));
         assert_eq!(memtable.get(b"journal", b"t/1", u64::MAX), None);
 

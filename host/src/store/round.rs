@@ -40,19 +40,22 @@ pub(crate) struct Round {
 }
 
 impl Round {
-    /// Take the batches at or before `through` off `memtable`, to apply
-    /// them. The lock is held only to hand them over.
+    /// Gather what applying `memtable` through `through` writes, a part
+    /// at a time: the memtable holds its keys in order, and its lock is
+    /// let go between parts.
     pub(crate) fn start(memtable: &Mutex<Memtable>, through: u64) -> Round {
-        let due = lock(memtable).due(through);
+        let mut trees = lock(memtable).trees();
         let mut parts = Vec::new();
-        let mut trees = Vec::new();
-        for Due { tree, keys } in Due::group(due) {
-            let mut keys = keys.into_iter().peekable();
-            while keys.peek().is_some() {
-                parts.push(Due { tree: tree.clone(), keys: keys.by_ref().take(AT_ONCE).collect() });
+        for tree in &trees {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let keys = lock(memtable).due(tree, after.as_deref(), through, AT_ONCE);
+                let Some(last) = keys.last() else { break };
+                after = Some(last.clone());
+                parts.push(Due { tree: tree.clone(), keys });
             }
-            trees.push(tree);
         }
+        trees.retain(|tree| parts.iter().any(|part| part.tree.name() == tree.name()));
         Round {
             through,
             parts,
