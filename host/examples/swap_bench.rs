@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Prints the median and largest time each swap's exchange of versions
-//! took (the stall; no call waits for it), the median load time of the new version (calls run on
-//! meanwhile), and message latency with and without swapping.
+//! took (the stall; no call waits for it), the median load time of the
+//! new version (calls run on meanwhile), and message latency with and
+//! without swapping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

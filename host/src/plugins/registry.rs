@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, Instant};
 
 use super::cache::sha256_hex;
 use super::{HostContext, PluginEngine, PluginError, PluginKind, PluginSpec, WasmApp, WasmBackend};

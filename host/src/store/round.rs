@@ -44,18 +44,21 @@ impl Round {
     /// at a time: the memtable holds its keys in order, and its lock is
     /// let go between parts.
     pub(crate) fn start(memtable: &Mutex<Memtable>, through: u64) -> Round {
-        let mut trees = lock(memtable).trees();
+        let held = lock(memtable).trees();
         let mut parts = Vec::new();
-        for tree in &trees {
+        let mut trees = Vec::new();
+        for tree in held {
             let mut after: Option<Vec<u8>> = None;
             loop {
-                let keys = lock(memtable).due(tree, after.as_deref(), through, AT_ONCE);
+                let keys = lock(memtable).due(&tree, after.as_deref(), through, AT_ONCE);
                 let Some(last) = keys.last() else { break };
                 after = Some(last.clone());
                 parts.push(Due { tree: tree.clone(), keys });
             }
+            if after.is_some() {
+                trees.push(tree);
+            }
         }
-        trees.retain(|tree| parts.iter().any(|part| part.tree.name() == tree.name()));
         Round {
             through,
             parts,
@@ -140,9 +143,11 @@ mod tests {
         }
         lock(&memtable).insert(&journal, 2, &Batch::of(&[("m/0000", None), ("m/0001", Some("second"))]));
         lock(&memtable).insert(&journal, 3, &Batch::of(&[("m/0002", Some("after the round"))]));
+        let later = db.open_tree("later").expect("tree");
+        lock(&memtable).insert(&later, 3, &Batch::of(&[("m/0000", Some("after the round"))]));
 
         let round = Round::start(&memtable, 2);
-        assert_eq!(round.trees().len(), 2);
+        assert_eq!(round.trees().len(), 2, "a tree written only after the round is not in it");
         std::thread::scope(|scope| {
             for _ in 0..3 {
                 scope.spawn(|| round.help(&memtable));
@@ -158,6 +163,7 @@ mod tests {
         assert_eq!(get(&journal, &format!("m/{:04}", keys - 1)), Some(format!("v{}", keys - 1).into_bytes()));
         assert_eq!(other.len(), keys, "the other tree's parts too");
         assert_eq!(journal.len(), keys - 1);
-        assert_eq!(lock(&memtable).len(), 1, "only the write after the round is held");
+        assert_eq!(lock(&memtable).len(), 2, "only the writes after the round are held");
+        assert!(later.is_empty());
     }
 }
