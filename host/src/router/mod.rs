@@ -35,7 +35,9 @@ mod outgoing;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use arc_swap::ArcSwap;
 
 pub use self::durable::{DurableOptions, RetryPolicy, Submitted};
 pub use self::events::{Observer, PhaseResult, RouterEvent};
@@ -266,7 +268,11 @@ struct Roster {
 }
 
 struct RouterInner {
-    roster: std::sync::RwLock<Arc<Roster>>,
+    /// Read by every message without waiting (as a plugin slot's version
+    /// is); `changing` keeps two loads or unloads from losing each other's
+    /// change.
+    roster: ArcSwap<Roster>,
+    changing: Mutex<()>,
     store: Arc<dyn Store>,
     observers: Vec<Arc<dyn Observer>>,
     options: RouterOptions,
@@ -326,8 +332,15 @@ impl Router {
         let backends: HashMap<String, Arc<dyn Backend>> =
             backends.into_iter().map(|b| (b.name().to_owned(), b)).collect();
         let durability = options.durable.clone();
-        let roster = std::sync::RwLock::new(Arc::new(Roster { apps, backends: backends.clone() }));
-        let inner = Arc::new(RouterInner { roster, store, observers, options, durable: OnceLock::new() });
+        let roster = ArcSwap::from_pointee(Roster { apps, backends: backends.clone() });
+        let inner = Arc::new(RouterInner {
+            roster,
+            changing: Mutex::new(()),
+            store,
+            observers,
+            options,
+            durable: OnceLock::new(),
+        });
         if let Some(Durability { journal, options }) = durability {
             let durable = durable::Durable::start(journal, options, &backends, &Arc::downgrade(&inner));
             let _ = inner.durable.set(durable);
@@ -340,15 +353,16 @@ impl Router {
 
     /// The apps and backends now.
     fn roster(&self) -> Arc<Roster> {
-        self.inner.roster.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.inner.roster.load_full()
     }
 
     /// Change the roster with `change`, which sees the current one.
     fn change_roster<T>(&self, change: impl FnOnce(&mut Roster) -> T) -> T {
-        let mut roster = self.inner.roster.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = crate::sync::lock(&self.inner.changing);
+        let roster = self.inner.roster.load();
         let mut next = Roster { apps: roster.apps.clone(), backends: roster.backends.clone() };
         let result = change(&mut next);
-        *roster = Arc::new(next);
+        self.inner.roster.store(Arc::new(next));
         result
     }
 
