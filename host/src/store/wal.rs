@@ -481,12 +481,7 @@ impl Wal {
         // one zero-filled now (before the checkpoint thread starts making
         // the next). Appending to it instead cost every fsync until the
         // first checkpoint a second write, the inode's.
-        let zeroed = dir.join(SPARE).exists()
-            || prepare_spare(dir)
-                .inspect_err(
-                    |err| tracing::warn!(%err, "cannot zero-fill the first log segment; it will be appended to"),
-                )
-                .is_ok();
+        let zeroed = dir.join(SPARE).exists() || spare_ready(dir, "first");
         let first = create_segment(dir, segment, zeroed)?;
         let chores = start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?;
         *lock(&shared.chores) = Some(chores);
@@ -652,10 +647,11 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
                             tracing::error!(%err, "journal checkpoint failed; the log is kept and replayed at the next start");
                         }
                     }
-                    Chore::Spare => match prepare_spare(&dir) {
-                        Ok(()) => shared.spare.store(true, Ordering::Release),
-                        Err(err) => tracing::warn!(%err, "cannot zero-fill the next log segment; it will be appended to"),
-                    },
+                    Chore::Spare => {
+                        if spare_ready(&dir, "next") {
+                            shared.spare.store(true, Ordering::Release);
+                        }
+                    }
                 }
             }
         })
@@ -679,6 +675,14 @@ fn remove_segment(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("remove", path, e)),
         _ => Ok(()),
     }
+}
+
+/// [`prepare_spare`], or warn that the `which` (first or next) segment
+/// will be appended to instead: whether a spare is ready.
+fn spare_ready(dir: &Path, which: &str) -> bool {
+    prepare_spare(dir)
+        .inspect_err(|err| tracing::warn!(%err, "cannot zero-fill the {which} log segment; it will be appended to"))
+        .is_ok()
 }
 
 /// Write [`SPARE`]: [`SEGMENT_BYTES`] of zeros, on disk.
