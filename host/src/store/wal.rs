@@ -9,7 +9,8 @@
 //! whole group of writes durable, and only after that are they applied to
 //! sled, key by key, a few thousand at a time (see
 //! [`memtable`](super::memtable)). sled is flushed only at a *checkpoint*,
-//! when a log segment is full, after which the segment is deleted.
+//! when a log segment is full, after which the segment is kept as the
+//! next [`SPARE`] (or deleted when a spare is ready already).
 //!
 //! Until its group is durable a write is visible only to the journal's
 //! later writes (through [`Txn`]), never to readers of sled: what anyone
@@ -25,14 +26,22 @@
 //! directory, a sequence of frames `len: u32 LE | crc32: u32 LE | payload`.
 //! A payload is `lsn: u64 LE | tree: u16 LE length + bytes | ops: u32 LE`,
 //! then per op `1 | key | value` (insert) or `0 | key` (remove), keys and
-//! values as `u32 LE` length + bytes. A frame cut short or failing its
-//! checksum (a write torn by a crash) ends the replay; eight zero bytes
-//! where a frame would start are the unwritten rest of a segment that was
-//! zero-filled ahead of time, and end it cleanly.
+//! values as `u32 LE` length + bytes. Every write to a segment ends with
+//! an *end mark*, eight zero bytes, which the next write overwrites; a
+//! reused segment's first eight bytes are zeroed before it is used again.
+//! Replay reads a segment's frames up to the first of:
+//!
+//! * eight zero bytes where a frame would start: the end mark, or the
+//!   unwritten rest of a zero-filled segment. The segment ends cleanly.
+//! * a whole frame whose LSN does not follow the one before it (LSNs go up
+//!   by one from write to write, across segments too): what is left of
+//!   the segment's earlier use. It ends cleanly too.
+//! * a frame cut short or failing its checksum: a write torn by a crash.
+//!   Nothing after it can be trusted, so it ends the replay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -51,11 +60,18 @@ pub(crate) const LSN_KEY: &[u8] = b"_/lsn";
 /// A segment this large is closed and checkpointed.
 const SEGMENT_BYTES: u64 = 16 << 20;
 
-/// The next segment, zero-filled ahead of time (by the checkpoint thread,
-/// or at open for the first segment when the last run left none):
-/// overwriting blocks that exist lets `fdatasync` skip writing the inode
-/// (appending changes the file's size, which costs a second write per sync).
+/// The next segment, ready ahead of time: overwriting blocks that exist
+/// lets `fdatasync` skip writing the inode (appending changes the file's
+/// size, which costs a second write per sync). It is the last segment a
+/// checkpoint let go, with its first eight bytes zeroed; or, when there
+/// is none (the first start, or at open for the first segment when the
+/// last run left none), a file of zeros written by the checkpoint thread.
+/// Writing 16 MiB of zeros while the log syncs held a sync up for up to
+/// 8 ms on the development VM, where reusing a segment writes 8 bytes.
 const SPARE: &str = "spare";
+
+/// A frame header of zeros: where nothing, or nothing more, was written.
+const END_MARK: [u8; 8] = [0; 8];
 
 /// One atomic write to one tree: inserts and removals, applied in order.
 ///
@@ -157,15 +173,17 @@ fn read_record(payload: &[u8]) -> Option<Record> {
     r.is_empty().then_some(Record { lsn, tree, batch })
 }
 
-/// The whole frames at the start of `data`, decoded, and whether the data
-/// ended cleanly after them (false: a torn or corrupt frame followed).
-fn records(data: &[u8]) -> (Vec<Record>, bool) {
+/// The whole frames at the start of `data` that continue the log after
+/// LSN `after` (any LSN for the first frame when `None`), decoded, and
+/// whether the data ended cleanly after them (false: a torn or corrupt
+/// frame followed). See the module documentation.
+fn records(data: &[u8], mut after: Option<u64>) -> (Vec<Record>, bool) {
     let mut found = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
         let Some(header) = rest.get(..8) else { return (found, false) };
-        if header == [0; 8] {
-            // The zeroed part of a prepared segment: nothing was written here.
+        if header == END_MARK {
+            // An end mark, or the zeroed part of a prepared segment.
             return (found, true);
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -175,6 +193,11 @@ fn records(data: &[u8]) -> (Vec<Record>, bool) {
             return (found, false);
         }
         let Some(record) = read_record(payload) else { return (found, false) };
+        if after.is_some_and(|last| record.lsn != last + 1) {
+            // A frame from the segment's earlier use.
+            return (found, true);
+        }
+        after = Some(record.lsn);
         found.push(record);
         rest = &rest[8 + len..];
     }
@@ -235,8 +258,10 @@ struct Shared {
     /// sled holds after that is unknown, so the log takes no more writes
     /// until the host restarts (and replays it).
     broken: Mutex<Option<String>>,
-    /// The checkpoint thread has a zero-filled [`SPARE`] segment ready.
-    spare: AtomicBool,
+    /// Whether a [`SPARE`] segment is ready. Held while the file is
+    /// renamed: the checkpoint thread makes the spare, the sync thread
+    /// takes it.
+    spare: Mutex<bool>,
     /// The checkpoint thread has been asked to apply the memtable.
     applying: AtomicBool,
     /// The application under way, for a settling caller to help with.
@@ -437,9 +462,11 @@ impl Wal {
         let mut replayed = Replayed::default();
         let mut lsns: HashMap<Vec<u8>, (sled::Tree, u64)> = HashMap::new();
         let mut last_lsn = 0;
+        let mut previous = None;
         for (_, path) in &old {
             let data = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
-            let (found, clean) = records(&data);
+            let (found, clean) = records(&data, previous);
+            previous = found.last().map(|record| record.lsn).or(previous);
             for record in found {
                 if !lsns.contains_key(&record.tree) {
                     let tree = db.open_tree(&record.tree).map_err(engine)?;
@@ -468,8 +495,13 @@ impl Wal {
             last_lsn = last_lsn.max(tree_lsn(&tree)?);
         }
         db.flush().map_err(engine)?;
-        for (_, path) in &old {
-            remove_segment(path)?;
+        let mut spare = dir.join(SPARE).exists();
+        for (_, path) in old.iter().rev() {
+            if spare {
+                remove_segment(path)?;
+            } else {
+                spare = reuse_as_spare(path, dir).is_ok();
+            }
         }
         let segment = old.last().map_or(1, |(n, _)| n + 1);
         let shared = Arc::new(Shared {
@@ -477,11 +509,12 @@ impl Wal {
             applied: AtomicU64::new(last_lsn),
             ..Shared::default()
         });
-        // The first segment is a spare too: the one the last run left, or
-        // one zero-filled now (before the checkpoint thread starts making
-        // the next). Appending to it instead cost every fsync until the
-        // first checkpoint a second write, the inode's.
-        let zeroed = dir.join(SPARE).exists() || spare_ready(dir, "first");
+        // The first segment is a spare too: the one the last run left, its
+        // last segment, or one zero-filled now (before the checkpoint
+        // thread starts making the next). Appending to it instead cost
+        // every fsync until the first checkpoint a second write, the
+        // inode's.
+        let zeroed = spare || spare_ready(dir, "first");
         let first = create_segment(dir, segment, zeroed)?;
         let chores = start_checkpoints(db.clone(), dir.to_owned(), shared.clone())?;
         *lock(&shared.chores) = Some(chores);
@@ -529,12 +562,14 @@ impl Log {
             return Ok(());
         }
         let path = segment_path(&self.dir, self.segment);
-        let mut outcome = Ok(());
+        let mut outcome = self.file.seek(SeekFrom::Start(self.written)).map(drop);
         for part in written {
-            outcome =
-                outcome.and_then(|()| self.file.write_all(&part.frames).map_err(|e| io_error("append to", &path, e)));
+            outcome = outcome.and_then(|()| self.file.write_all(&part.frames));
             self.written += part.frames.len() as u64;
         }
+        // The end mark: whatever a reused segment holds after it is not
+        // read. The next write starts over it.
+        let outcome = outcome.and_then(|()| self.file.write_all(&END_MARK)).map_err(|e| io_error("write to", &path, e));
         if let Err(err) = outcome.and_then(|()| self.file.sync_data().map_err(|e| io_error("sync", &path, e))) {
             return Err(self.shared.fail(&err));
         }
@@ -563,8 +598,11 @@ impl Log {
     /// deletes the segment. The group is durable whatever happens here: if
     /// the next segment cannot be made, this one keeps growing.
     fn close_segment(&mut self, synced: u64) {
-        let spare = self.shared.spare.swap(false, Ordering::AcqRel);
-        let file = match create_segment(&self.dir, self.segment + 1, spare) {
+        let mut ready = lock(&self.shared.spare);
+        let spare = std::mem::take(&mut *ready);
+        let created = create_segment(&self.dir, self.segment + 1, spare);
+        drop(ready);
+        let file = match created {
             Ok(file) => file,
             Err(err) => {
                 tracing::error!(%err, "cannot start the next log segment; the current one goes on");
@@ -643,13 +681,13 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
                     // A journal that failed keeps its whole log for the replay.
                     Chore::Checkpoint(_) if shared.broken().is_err() => {}
                     Chore::Checkpoint(upto) => {
-                        if let Err(err) = checkpoint(&db, &dir, upto) {
+                        if let Err(err) = checkpoint(&db, &dir, upto, &shared) {
                             tracing::error!(%err, "journal checkpoint failed; the log is kept and replayed at the next start");
                         }
                     }
                     Chore::Spare => {
-                        if spare_ready(&dir, "next") {
-                            shared.spare.store(true, Ordering::Release);
+                        if !*lock(&shared.spare) && spare_ready(&dir, "next") {
+                            *lock(&shared.spare) = true;
                         }
                     }
                 }
@@ -659,14 +697,37 @@ fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<
     Ok(chores)
 }
 
-fn checkpoint(db: &sled::Db, dir: &Path, upto: u64) -> Result<(), StoreError> {
+/// Flush sled, then let go of the segments through `upto`: the newest
+/// becomes the spare if none is ready, the others are deleted.
+fn checkpoint(db: &sled::Db, dir: &Path, upto: u64, shared: &Shared) -> Result<(), StoreError> {
     db.flush().map_err(engine)?;
-    for (number, path) in segments(dir)? {
-        if number <= upto {
-            remove_segment(&path)?;
+    let mut done: Vec<(u64, PathBuf)> = segments(dir)?.into_iter().filter(|(number, _)| *number <= upto).collect();
+    if let Some((_, newest)) = done.pop() {
+        let mut ready = lock(&shared.spare);
+        if *ready {
+            remove_segment(&newest)?;
+        } else {
+            reuse_as_spare(&newest, dir)
+                .inspect_err(|err| tracing::warn!(%err, "cannot keep a log segment as the next one; it is deleted"))
+                .or_else(|_| remove_segment(&newest))?;
+            *ready = dir.join(SPARE).exists();
         }
     }
+    for (_, path) in done {
+        remove_segment(&path)?;
+    }
     sync_dir(dir)
+}
+
+/// Make `segment`, which sled holds all of, the [`SPARE`]: zero its first
+/// frame header (so that, used again, it reads as empty until written),
+/// then rename it. The caller syncs the directory.
+fn reuse_as_spare(segment: &Path, dir: &Path) -> Result<(), StoreError> {
+    let mut file = OpenOptions::new().write(true).open(segment).map_err(|e| io_error("open", segment, e))?;
+    file.write_all(&END_MARK).map_err(|e| io_error("write to", segment, e))?;
+    file.sync_data().map_err(|e| io_error("sync", segment, e))?;
+    let spare = dir.join(SPARE);
+    std::fs::rename(segment, &spare).map_err(|e| io_error("rename", segment, e))
 }
 
 /// Delete a segment sled holds all of; one already gone is fine.
@@ -723,25 +784,25 @@ mod tests {
         Batch::of(&[("a", Some("1")), ("b", None)]).encode(7, b"journal", &mut out);
         let first = out.len();
         Batch::of(&[("c", Some(""))]).encode(8, b"tenant:x:journal", &mut out);
-        let (found, clean) = records(&out);
+        let (found, clean) = records(&out, None);
         assert!(clean);
         assert_eq!(found.len(), 2);
         assert_eq!((found[0].lsn, found[0].tree.as_slice()), (7, b"journal".as_slice()));
         assert_eq!(found[0].batch.ops, vec![(b"a".to_vec(), Some(sled::IVec::from("1"))), (b"b".to_vec(), None)]);
         assert_eq!((found[1].lsn, found[1].tree.as_slice()), (8, b"tenant:x:journal".as_slice()));
         for cut in 1..out.len() {
-            let (found, clean) = records(&out[..cut]);
+            let (found, clean) = records(&out[..cut], None);
             assert_eq!(clean, cut == first, "cut at {cut}");
             assert_eq!(found.len(), usize::from(cut >= first), "cut at {cut}");
         }
         let mut zeroed = out.clone();
         zeroed.extend_from_slice(&[0; 4096]);
-        assert_eq!(records(&zeroed).0.len(), 2, "a zero-filled tail is unwritten space");
-        assert!(records(&zeroed).1);
+        assert_eq!(records(&zeroed, None).0.len(), 2, "a zero-filled tail is unwritten space");
+        assert!(records(&zeroed, None).1);
         let mut flipped = out.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        let (found, clean) = records(&flipped);
+        let (found, clean) = records(&flipped, None);
         assert_eq!((found.len(), clean), (1, false), "a corrupt frame ends the replay");
     }
 
@@ -853,42 +914,96 @@ mod tests {
     }
 
     #[test]
-    fn full_segments_are_checkpointed_and_continue_in_the_zero_filled_spare() {
+    fn full_segments_are_checkpointed_and_reused_as_the_next_spare() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("wal");
         let db = sled::Config::new().path(dir.path().join("db")).open().expect("open");
         let tree = db.open_tree("journal").expect("tree");
         let (mut wal, mut synced, _) = Wal::open(&db, &log).expect("open log");
         synced.segment_bytes = 4096;
-        let ready = |shared: &Shared| shared.spare.load(Ordering::Acquire);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !ready(&synced.shared) {
-            assert!(std::time::Instant::now() < deadline, "the spare segment was never prepared");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what} never happened");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        wait_until("the spare's preparation", &|| *lock(&synced.shared.spare));
         let first = synced.segment;
         let size = |number: u64| std::fs::metadata(segment_path(&log, number)).expect("segment").len();
         assert_eq!(size(first), SEGMENT_BYTES, "the first segment is zero-filled too");
-        let long = "v".repeat(200);
-        for i in 0..40 {
-            Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[(&format!("m/{i}"), Some(&long))])).expect("apply");
+        let mut write = |key: &str, value: &str| {
+            Txn::new(&db, &tree, &mut wal).apply(Batch::of(&[(key, Some(value))])).expect("apply");
             synced.sync(&[wal.take()]).expect("sync");
-            if i == 20 {
-                assert_eq!(synced.segment, first + 1, "the log moved on to the next segment");
-                assert_eq!(size(first + 1), SEGMENT_BYTES, "the second segment is the zero-filled spare");
-            }
+            synced.segment
+        };
+        let (old, new, newest) = ("v".repeat(200), "w".repeat(200), "x".repeat(200));
+        let mut i = 0;
+        while write(&format!("m/{i}"), &old) == first {
+            i += 1;
         }
-        while segments(&log).expect("segments").first().map(|s| s.0) == Some(first) {
-            assert!(std::time::Instant::now() < deadline, "the first segment was never checkpointed");
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_eq!(size(first + 1), SEGMENT_BYTES, "the second segment is the zero-filled spare");
+
+        // The full segment, once in sled, is kept as the next spare: its
+        // frames are still there, behind a zeroed first header.
+        wait_until("the first segment's checkpoint", &|| {
+            segments(&log).expect("segments").first().map(|s| s.0) != Some(first)
+        });
+        let spare = std::fs::read(log.join(SPARE)).expect("a spare");
+        assert_eq!(spare.len() as u64, SEGMENT_BYTES);
+        assert_eq!(spare[..8], END_MARK, "its first header is zeroed");
+        assert!(spare[8..16] != END_MARK, "it is the used segment, not new zeros");
+
+        // The log goes on in it; what it held before is never replayed.
+        let mut j = 0;
+        while write(&format!("m/{j}"), &new) == first + 1 {
+            j += 1;
         }
-        // Lose sled's copy of the newest writes: replay brings them back.
+        assert!(j > 3, "the second segment took several writes ({j})");
+        assert_eq!(size(first + 2), SEGMENT_BYTES, "the third segment is the first one, reused");
+        for k in 0..3 {
+            write(&format!("m/{k}"), &newest);
+        }
+        // A crash loses sled's copy of the newest writes: replay brings them
+        // back, and the reused segment's old frames after them stay unread.
         drop((wal, synced));
-        tree.remove("m/39").expect("remove");
+        tree.remove("m/0").expect("remove");
         tree.insert(LSN_KEY, &1u64.to_be_bytes()).expect("rewind the LSN");
         let (_, reopened, replayed) = Wal::open(&db, &log).expect("replay");
         assert!(!replayed.torn && replayed.applied > 0, "{replayed:?}");
-        assert_eq!(value(&tree, "m/39").map(|v| v.len()), Some(200));
-        assert_eq!(size(reopened.segment), SEGMENT_BYTES, "the spare the last run left, or a new one");
+        for k in 0..3 {
+            assert_eq!(value(&tree, &format!("m/{k}")).as_deref(), Some(newest.as_str()), "m/{k}");
+        }
+        assert_eq!(value(&tree, "m/3").as_deref(), Some(new.as_str()));
+        assert_eq!(size(reopened.segment), SEGMENT_BYTES, "the spare the last run left, or its last segment");
+    }
+
+    #[test]
+    fn frames_left_from_a_segments_earlier_use_end_it_cleanly() {
+        let frame = |lsn: u64, value: &str| {
+            let mut out = Vec::new();
+            Batch::of(&[("k", Some(value))]).encode(lsn, b"journal", &mut out);
+            out
+        };
+        let earlier = [frame(1, "old-1"), frame(2, "old-2"), frame(3, "old-3")].concat();
+        let lsns = |(found, clean): (Vec<Record>, bool)| (found.iter().map(|r| r.lsn).collect::<Vec<_>>(), clean);
+
+        // Reused after LSN 6 and written once, with no end mark after it
+        // (a crash between the two): frames 2 and 3 are the earlier use's.
+        let mut reused = earlier.clone();
+        let new = frame(7, "new-7");
+        reused[..new.len()].copy_from_slice(&new);
+        assert_eq!(lsns(records(&reused, Some(6))), (vec![7], true));
+        assert_eq!(lsns(records(&reused, None)), (vec![7], true), "the first segment replayed, too");
+
+        // Reused and not yet written: its zeroed first header ends it.
+        let mut zeroed = earlier.clone();
+        zeroed[..8].copy_from_slice(&END_MARK);
+        assert_eq!(lsns(records(&zeroed, Some(6))), (vec![], true));
+
+        // A frame that does not follow the last one ends a segment, however
+        // it got there; one that does continues it.
+        assert_eq!(lsns(records(&earlier, Some(0))), (vec![1, 2, 3], true));
+        assert_eq!(lsns(records(&earlier, Some(5))), (vec![], true));
     }
 }
