@@ -403,9 +403,10 @@ pub(crate) struct Log {
 enum Chore {
     /// Apply the memtable to sled through this LSN.
     Apply(u64),
-    /// Flush sled, then delete the segments up to this one.
+    /// Flush sled, then let go of the segments up to this one (see
+    /// [`checkpoint`]).
     Checkpoint(u64),
-    /// Zero-fill a [`SPARE`] segment.
+    /// Zero-fill a [`SPARE`] segment, unless one is ready.
     Spare,
 }
 
@@ -497,10 +498,11 @@ impl Wal {
         db.flush().map_err(engine)?;
         let mut spare = dir.join(SPARE).exists();
         for (_, path) in old.iter().rev() {
-            if spare {
-                remove_segment(path)?;
-            } else {
+            if !spare {
                 spare = reuse_as_spare(path, dir).is_ok();
+            }
+            if path.exists() {
+                remove_segment(path)?;
             }
         }
         let segment = old.last().map_or(1, |(n, _)| n + 1);
@@ -595,7 +597,7 @@ impl Drop for Log {
 impl Log {
     /// Go on in a new segment; the checkpoint thread applies everything
     /// through `synced`, closed segment included, then flushes sled and
-    /// deletes the segment. The group is durable whatever happens here: if
+    /// keeps the segment as the next spare (or deletes it). The group is durable whatever happens here: if
     /// the next segment cannot be made, this one keeps growing.
     fn close_segment(&mut self, synced: u64) {
         let mut ready = lock(&self.shared.spare);
@@ -661,8 +663,8 @@ fn create_segment(dir: &Path, number: u64, spare: bool) -> Result<File, StoreErr
 /// The checkpoint thread: it applies the memtable to sled (off the sync
 /// thread, so syncs go on meanwhile); once that covers a closed segment and
 /// sled is flushed, every batch of the segment is in sled's own durable
-/// state, so the segment can go. It also zero-fills the next segment ahead
-/// of time.
+/// state, so the segment can go (to be reused as the [`SPARE`]). It also
+/// zero-fills a spare ahead of time when there is none to reuse.
 fn start_checkpoints(db: sled::Db, dir: PathBuf, shared: Arc<Shared>) -> Result<mpsc::Sender<Chore>, StoreError> {
     let (chores, receiver) = mpsc::channel::<Chore>();
     let _ = chores.send(Chore::Spare);
