@@ -498,12 +498,7 @@ impl Wal {
         db.flush().map_err(engine)?;
         let mut spare = dir.join(SPARE).exists();
         for (_, path) in old.iter().rev() {
-            if !spare {
-                spare = reuse_as_spare(path, dir).is_ok();
-            }
-            if path.exists() {
-                remove_segment(path)?;
-            }
+            spare |= let_go(path, dir, !spare)?;
         }
         let segment = old.last().map_or(1, |(n, _)| n + 1);
         let shared = Arc::new(Shared {
@@ -706,19 +701,26 @@ fn checkpoint(db: &sled::Db, dir: &Path, upto: u64, shared: &Shared) -> Result<(
     let mut done: Vec<(u64, PathBuf)> = segments(dir)?.into_iter().filter(|(number, _)| *number <= upto).collect();
     if let Some((_, newest)) = done.pop() {
         let mut ready = lock(&shared.spare);
-        if *ready {
-            remove_segment(&newest)?;
-        } else {
-            reuse_as_spare(&newest, dir)
-                .inspect_err(|err| tracing::warn!(%err, "cannot keep a log segment as the next one; it is deleted"))
-                .or_else(|_| remove_segment(&newest))?;
-            *ready = dir.join(SPARE).exists();
-        }
+        *ready |= let_go(&newest, dir, !*ready)?;
     }
     for (_, path) in done {
         remove_segment(&path)?;
     }
     sync_dir(dir)
+}
+
+/// Let go of `segment`, which sled holds all of: make it the [`SPARE`]
+/// when `keep`, else (or if that fails) delete it. Whether it became the
+/// spare. The caller syncs the directory.
+fn let_go(segment: &Path, dir: &Path, keep: bool) -> Result<bool, StoreError> {
+    if keep {
+        match reuse_as_spare(segment, dir) {
+            Ok(()) => return Ok(true),
+            Err(err) => tracing::warn!(%err, "cannot keep a log segment as the next one; it is deleted"),
+        }
+    }
+    remove_segment(segment)?;
+    Ok(false)
 }
 
 /// Make `segment`, which sled holds all of, the [`SPARE`]: zero its first
@@ -966,6 +968,11 @@ mod tests {
         for k in 0..3 {
             write(&format!("m/{k}"), &newest);
         }
+        // The checkpoint thread lets go of the second segment; a log opened
+        // while it did would find it gone (one process opens it at a time).
+        wait_until("the second segment's checkpoint", &|| {
+            segments(&log).expect("segments").first().map(|s| s.0) == Some(first + 2)
+        });
         // A crash loses sled's copy of the newest writes: replay brings them
         // back, and the reused segment's old frames after them stay unread.
         drop((wal, synced));
