@@ -592,8 +592,9 @@ impl Drop for Log {
 impl Log {
     /// Go on in a new segment; the checkpoint thread applies everything
     /// through `synced`, closed segment included, then flushes sled and
-    /// keeps the segment as the next spare (or deletes it). The group is durable whatever happens here: if
-    /// the next segment cannot be made, this one keeps growing.
+    /// keeps the segment as the next spare (or deletes it). The group is
+    /// durable whatever happens here: if the next segment cannot be made,
+    /// this one keeps growing.
     fn close_segment(&mut self, synced: u64) {
         let mut ready = lock(&self.shared.spare);
         let spare = std::mem::take(&mut *ready);
